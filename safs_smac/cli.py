@@ -88,9 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_arguments(run)
     run.add_argument(
         "--protocol",
-        default="joint",
+        default="staged",
         choices=list(PROTOCOLS),
-        help="joint: one search over operators, scales and fine-tuning hyperparameters; paper: "
+        help="staged: one operator for the whole network + fine-tuning hyperparameters first, "
+        "then per layer warm-started from it (the better on validation wins); "
+        "joint: one search over operators, scales and fine-tuning hyperparameters; paper: "
         "the SAFS paper's stage 1 (operators, alpha = beta = 1, default recipe) then stage 2 "
         "(scales + hyperparameters with the stage-1 operators), then the final retraining",
     )
@@ -116,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--stage1-trials",
         type=int,
         default=None,
-        help="--protocol paper: stage-1 trials (default: half of --n-trials)",
+        help="--protocol paper or staged: stage-1 trials (default: half of --n-trials)",
     )
     run.add_argument(
         "--stage2-trials",
         type=int,
         default=None,
-        help="--protocol paper: stage-2 trials (default: the rest of --n-trials)",
+        help="--protocol paper or staged: stage-2 trials (default: the rest of --n-trials)",
     )
     run.add_argument(
         "--stage1-epochs",
@@ -246,6 +248,20 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         "--pruning", default="layerwise", choices=["layerwise", "global"], help="pruning scope"
     )
     parser.add_argument(
+        "--prune-schedule",
+        default="one-shot",
+        choices=["one-shot", "gradual"],
+        help="one-shot (the paper) or gradual magnitude pruning (6 rounds, 3 fine-tuning epochs "
+        "between rounds); the search starts from the pruned network",
+    )
+    parser.add_argument(
+        "--objective",
+        default="accuracy",
+        choices=["accuracy", "error"],
+        help="trial cost: accuracy (1 - val accuracy, ties broken by val loss) or error "
+        "(plain 1 - val accuracy, as in the paper)",
+    )
+    parser.add_argument(
         "--stage", default="joint", choices=["joint", "operators", "scales_hpo"], help="space"
     )
     parser.add_argument(
@@ -316,6 +332,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         args.dataset,
         pruning_rate=args.pruning_rate,
         pruning=args.pruning,
+        prune_schedule=args.prune_schedule,
+        objective=args.objective,
         data_root=args.data_root,
         device=args.device,
         cache_dir=args.cache_dir,
@@ -331,6 +349,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     label = run_label(args.optimizer, args.protocol)
     output_dir = args.output_dir or Path("safs_runs") / (
         f"{problem.model_name}_{problem.dataset_name}_{problem.pruning}{problem.pruning_rate:g}"
+        f"{'-gradual' if args.prune_schedule == 'gradual' else ''}"
         f"_{label}_s{args.seed}"
     )
     result = optimize(

@@ -27,7 +27,8 @@ from ConfigSpace import Configuration, ConfigurationSpace
 from torch import nn
 
 import safs_smac
-from safs_smac import pruning, sites
+from safs_smac import pruning as pruning_lib
+from safs_smac import sites
 from safs_smac.cache import CheckpointCache, default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
@@ -36,16 +37,36 @@ from safs_smac.space import TrialSpec, build_space, check_config, decode_config
 from safs_smac.training import Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
-__all__ = ["PRUNING_SCOPES", "FinalEvaluation", "SAFSProblem"]
+__all__ = ["OBJECTIVES", "PRUNING_SCOPES", "FinalEvaluation", "SAFSProblem", "trial_cost"]
 
 logger = logging.getLogger(__name__)
 
 PRUNING_SCOPES = ("layerwise", "global")
 # Bump when dense training or pruning semantics change: cached checkpoints built by older code are
-# then ignored instead of silently reused.
-CACHE_VERSION = 1
+# then ignored instead of silently reused. 2: the dense model's initial weights are seeded.
+CACHE_VERSION = 2
 # Cost of a configuration that diverged: the worst possible error, so every optimiser ranks it last.
 WORST_COST = 1.0
+#: What a trial's cost measures (see :func:`trial_cost`).
+OBJECTIVES = ("accuracy", "error")
+
+
+def trial_cost(accuracy: float, loss: float, n_val: int, objective: str = "accuracy") -> float:
+    """The cost SMAC minimises for a fine-tuned configuration, in ``[0, 1)``.
+
+    ``"error"`` is the paper's ``1 - accuracy``. At 99% sparsity most configurations of a low rung
+    end at chance, where ``1 - accuracy`` ties and gives the surrogate and successive halving
+    nothing to rank by; ``"accuracy"`` (the default) therefore breaks ties with the validation
+    cross-entropy: ``(1 - eps) * (1 - accuracy) + eps * loss / (1 + loss)`` with
+    ``eps = 0.5 / n_val``. One more correct validation image (``1 / n_val``) always outweighs any
+    difference in loss, so the ranking by accuracy is unchanged wherever accuracies differ, and
+    the cost stays below :data:`WORST_COST`, the cost of a diverged trial.
+    """
+    if objective == "error":
+        return 1.0 - accuracy
+    eps = 0.5 / max(int(n_val), 1)
+    squashed = loss / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 1.0
+    return (1.0 - eps) * (1.0 - accuracy) + eps * squashed
 
 
 @dataclass
@@ -95,6 +116,14 @@ class SAFSProblem:
         Fraction of prunable weights set to zero, ``0 <= rate < 1`` (paper: 0.99).
     pruning
         ``"layerwise"`` (the paper's LWM: every layer at ``pruning_rate``) or ``"global"``.
+    prune_schedule
+        How the dense model reaches ``pruning_rate``: ``"one-shot"`` (the paper) or ``"gradual"``
+        (gradual magnitude pruning, 6 rounds with 3 fine-tuning epochs between them), or a
+        :class:`~safs_smac.pruning.PruningSchedule` such as ``Gradual(rounds=4)``. The search
+        starts from the checkpoint it produces; its epochs are reported as ``prune_epochs``.
+    objective
+        ``"accuracy"`` (default: ``1 - val accuracy`` with a validation-loss tie-break, see
+        :func:`trial_cost`) or ``"error"`` (plain ``1 - val accuracy``, as in the paper).
     data_root
         Directory holding the on-disk data sets; not needed for ``mnist-5k`` and ``synthetic``.
     device
@@ -129,6 +158,8 @@ class SAFSProblem:
         *,
         pruning_rate: float = 0.99,
         pruning: str = "layerwise",
+        prune_schedule: str | pruning_lib.PruningSchedule = "one-shot",
+        objective: str = "accuracy",
         data_root: str | Path | None = None,
         device: str = "auto",
         cache_dir: str | Path | None = None,
@@ -161,8 +192,14 @@ class SAFSProblem:
             raise ValueError(f"max_budget must be >= 1 epoch, got {max_budget}")
         if dense_epochs is not None and int(dense_epochs) < 0:
             raise ValueError(f"dense_epochs must be >= 0, got {dense_epochs}")
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}"
+            )
         self.pruning_rate = float(pruning_rate)
         self.pruning = pruning
+        self.prune_schedule = pruning_lib.resolve_schedule(prune_schedule)
+        self.objective = objective
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
         resolve_device(device)  # fail early on an unavailable device
@@ -242,7 +279,11 @@ class SAFSProblem:
         return self._space
 
     def with_space(
-        self, *, stage: str | None = None, fixed_operators: Mapping[str, str] | None = None
+        self,
+        *,
+        stage: str | None = None,
+        fixed_operators: Mapping[str, str] | None = None,
+        granularity: str | None = None,
     ) -> SAFSProblem:
         """A copy of this problem searching another space variant; this problem is unchanged.
 
@@ -251,6 +292,7 @@ class SAFSProblem:
         """
         clone = copy.copy(self)
         clone.stage = self.stage if stage is None else stage
+        clone.granularity = self.granularity if granularity is None else granularity
         clone.fixed_operators = dict(
             self.fixed_operators if fixed_operators is None else fixed_operators
         )
@@ -265,7 +307,7 @@ class SAFSProblem:
             default_activation=self.default_activation,
             recipe=self.recipe.to_dict(),
             stage=clone.stage,
-            granularity=self.granularity,
+            granularity=clone.granularity,
             operators=self.operators,
             flat=self.flat,
             search_rate=self.search_rate,
@@ -281,6 +323,8 @@ class SAFSProblem:
             "dataset": self.dataset_name,
             "pruning_rate": self.pruning_rate,
             "pruning": self.pruning,
+            "prune_schedule": self.prune_schedule.settings(),
+            "objective": self.objective,
             "seed": self.seed,
             "dense_epochs": self.dense_epochs,
             "max_budget": self.max_budget,
@@ -321,7 +365,7 @@ class SAFSProblem:
             kwargs.setdefault("num_classes", self._dataset.num_classes)
             kwargs.setdefault("in_channels", self._dataset.in_channels)
             kwargs.setdefault("input_size", self._dataset.input_size)
-        return create_model(self.model_name, **kwargs)
+        return self._seeded_model(**kwargs)
 
     def _model_for_data(self) -> nn.Module:
         data = self.dataset
@@ -333,7 +377,14 @@ class SAFSProblem:
             "input_size": data.input_size,
             **self.model_kwargs,
         }
-        return create_model(self.model_name, **kwargs)
+        return self._seeded_model(**kwargs)
+
+    def _seeded_model(self, **kwargs: Any) -> nn.Module:
+        # The initial weights come from the problem's seed, not from whatever state the global RNG
+        # is in: the same seed must train the same dense model in any process, on a fresh cache.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return create_model(self.model_name, **kwargs)
 
     def _dense_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
@@ -401,22 +452,53 @@ class SAFSProblem:
         rate = self.pruning_rate if rate is None else float(rate)
         if rate not in self._pruned_states:
             fields = {**self._dense_fields(), "pruning": self.pruning, "rate": rate}
+            if self.prune_schedule.name != "one-shot":  # keeps one-shot cache keys unchanged
+                fields["schedule"] = self.prune_schedule.settings()
 
             def build() -> dict[str, Any]:
                 model = self._model_for_data()
                 model.load_state_dict(self.dense_checkpoint()["state_dict"])
-                report = pruning.magnitude_prune(model, rate, scope=self.pruning)
-                masks = pruning.get_masks(model)
-                pruning.make_permanent(model)
+                start = time.perf_counter()
+                report = self.prune_schedule.prune(
+                    model, rate, scope=self.pruning, finetune=self._finetune_between_rounds
+                )
+                masks = pruning_lib.get_masks(model)
+                pruning_lib.make_permanent(model)
                 return {
                     "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "masks": masks,
                     "sparsity": report.sparsity,
+                    "prune_epochs": self.prune_schedule.epochs,
+                    "prune_seconds": time.perf_counter() - start,
                 }
 
             payload, _ = CheckpointCache(self.cache_dir).get_or_create("pruned", fields, build)
             self._pruned_states[rate] = payload
         return self._pruned_states[rate]
+
+    def _finetune_between_rounds(
+        self, model: nn.Module, epochs: int, overrides: Mapping[str, Any]
+    ) -> None:
+        """Fine-tuning between two rounds of a pruning schedule (default activation, no search)."""
+        recipe = self.recipe.replace(**dict(overrides), epochs=int(epochs))
+        result = fit(
+            model,
+            self.dataset,
+            recipe,
+            device=resolve_device(self.device),
+            seed=self.seed,
+            evaluate_val=False,
+        )
+        if result.diverged:
+            raise RuntimeError(
+                f"fine-tuning between pruning rounds diverged ({result.reason}); pass a schedule "
+                "with a lower learning rate, e.g. Gradual(recipe={'lr': 0.001})"
+            )
+
+    @property
+    def prune_epochs(self) -> int:
+        """Fine-tuning epochs the pruning schedule spent before any search (0 for one-shot)."""
+        return int(self.prune_schedule.epochs)
 
     def dense_metrics(self) -> dict[str, float]:
         """Validation and test accuracy of the dense model."""
@@ -427,7 +509,7 @@ class SAFSProblem:
         state = self.pruned_checkpoint(rate)
         model = self._model_for_data()
         model.load_state_dict(state["state_dict"])
-        pruning.apply_masks(model, state["masks"])
+        pruning_lib.apply_masks(model, state["masks"])
         return model
 
     # ------------------------------------------------------------------ evaluation
@@ -488,7 +570,7 @@ class SAFSProblem:
             else:
                 info.update(diverged=True, reason="non-finite validation loss")
         info["val_accuracy"] = val_accuracy
-        info["sparsity"] = pruning.sparsity_report(model).sparsity
+        info["sparsity"] = pruning_lib.sparsity_report(model).sparsity
         if not info["diverged"]:
             probe = probe_inputs(self.dataset, n=self.dnr_probe_size)
             dnr = dead_neuron_rate(model.to(device), probe.to(device))
@@ -500,16 +582,24 @@ class SAFSProblem:
     def train(
         self, config: Configuration | Mapping[str, Any], seed: int = 0, budget: float | None = None
     ) -> tuple[float, dict[str, Any]]:
-        """SMAC target function: cost = 1 - validation accuracy after ``budget`` fine-tuning epochs.
+        """SMAC target function: the cost of ``budget`` fine-tuning epochs (see :func:`trial_cost`).
 
-        Returns ``(cost, additional_info)``. A configuration that diverges gets the worst cost
+        Returns ``(cost, additional_info)``; the info holds ``val_accuracy`` and ``val_loss``. A configuration that diverges gets the worst cost
         (1.0) with ``diverged=True`` and the reason, instead of an exception.
         """
         # On a Dask worker: its share of the cores and, with several GPUs, its own GPU.
         self.device = configure_worker(self.device, self.num_threads)
         spec = self.decode(config)
         _, info = self.finetune(spec, seed=int(seed), epochs=self.epochs_for(budget))
-        cost = WORST_COST if info["diverged"] else 1.0 - info["val_accuracy"]
+        if info["diverged"]:
+            cost = WORST_COST
+        else:
+            cost = trial_cost(
+                info["val_accuracy"],
+                info["val_loss"],
+                int(self.dataset.val.y.shape[0]),
+                self.objective,
+            )
         return float(cost), _jsonable(info)
 
     def check(self, config: Mapping[str, Any]) -> Configuration:

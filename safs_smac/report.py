@@ -19,6 +19,7 @@ from safs_smac._io import atomic_path, atomic_write_text, read_json
 __all__ = [
     "RESULT_FILES",
     "format_table",
+    "is_collapsed",
     "plot_dnr",
     "plot_trajectory",
     "summary_table",
@@ -79,12 +80,15 @@ def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
 def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """The paper's table shape: dense, magnitude pruning + fine-tuning, SAFS (val and test, %)."""
     rows = []
-    for label, key in (
-        ("dense", "dense"),
-        ("magnitude pruning + fine-tuning", "baseline"),
-        ("SAFS (incumbent)", "incumbent"),
+    pruning = "gradual magnitude pruning" if summary.get("prune_epochs") else "magnitude pruning"
+    references = summary.get("references") or {}
+    for label, entry in (
+        ("dense", summary.get("dense")),
+        (f"{pruning} + fine-tuning (dense recipe)", summary.get("baseline")),
+        ("tuned fine-tuning, default activation", references.get("tuned_finetuning")),
+        ("best single operator (network-level)", references.get("single_operator")),
+        ("SAFS (incumbent)", summary.get("incumbent")),
     ):
-        entry = summary.get(key)
         if entry is None:
             continue
         rows.append(
@@ -93,9 +97,24 @@ def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "val_acc_%": 100.0 * entry["val_accuracy"],
                 "test_acc_%": 100.0 * entry["test_accuracy"],
                 "epochs": entry.get("epochs"),
+                "collapsed": is_collapsed(entry),
             }
         )
     return pd.DataFrame(rows)
+
+
+#: A final fine-tune whose validation accuracy ends within this many points of chance collapsed.
+COLLAPSE_MARGIN = 0.01
+
+
+def is_collapsed(entry: Mapping[str, Any], num_classes: int = 10) -> bool:
+    """Whether a fine-tune ended at chance level (diverged, or within 1 point of ``1/classes``)."""
+    if entry.get("diverged"):
+        return True
+    accuracy = entry.get("val_accuracy")
+    if accuracy is None or "test_accuracy" not in entry:
+        return False
+    return float(accuracy) <= 1.0 / num_classes + COLLAPSE_MARGIN
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -104,15 +123,30 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = ["| row | val acc % | test acc % | fine-tune epochs |", "|---|---|---|---|"]
     for _, row in table.iterrows():
         epochs = "" if row["epochs"] is None or pd.isna(row["epochs"]) else int(row["epochs"])
+        mark = " (collapsed to chance)" if row["collapsed"] else ""
         lines.append(
-            f"| {row['model']} | {row['val_acc_%']:.2f} | {row['test_acc_%']:.2f} | {epochs} |"
+            f"| {row['model']}{mark} | {row['val_acc_%']:.2f} | {row['test_acc_%']:.2f} "
+            f"| {epochs} |"
         )
-    if "baseline" in summary and "incumbent" in summary:
-        gain = 100.0 * (
-            summary["incumbent"]["test_accuracy"] - summary["baseline"]["test_accuracy"]
-        )
+    if summary.get("prune_epochs"):
         lines.append("")
-        lines.append(f"SAFS vs magnitude pruning (test): {gain:+.2f} points")
+        lines.append(
+            f"Gradual pruning spent {summary['prune_epochs']} fine-tuning epochs before any row."
+        )
+    if summary.get("total_epochs") is not None:
+        lines.append(f"Search: {summary['total_epochs']:g} fine-tuning epochs over all trials.")
+    incumbent = summary.get("incumbent")
+    if incumbent is not None:
+        lines.append("")
+        comparisons = [
+            ("pruning + fine-tuning", summary.get("baseline")),
+            ("tuned fine-tuning", (summary.get("references") or {}).get("tuned_finetuning")),
+            ("best single operator", (summary.get("references") or {}).get("single_operator")),
+        ]
+        for name, entry in comparisons:
+            if entry is not None:
+                gain = 100.0 * (incumbent["test_accuracy"] - entry["test_accuracy"])
+                lines.append(f"SAFS vs {name} (test): {gain:+.2f} points")
     return "\n".join(lines)
 
 

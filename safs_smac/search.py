@@ -10,8 +10,15 @@ Two kinds of optimiser fill ``smac/<seed>/runhistory.json``: SMAC's facades, and
 optimisers of :mod:`safs_smac.optimizers` (LAHC and its baselines), which evaluate every trial at
 the max budget, write the same RunHistory format and resume by replaying it.
 
-Two protocols:
+Three protocols:
 
+* ``"staged"`` (default): coarse to fine. Stage 1 searches one operator and one pair of scales for
+  the whole network together with the fine-tuning hyperparameters (``granularity="network"``, a
+  ten-dimensional space a surrogate can learn from a few trials); stage 2 searches per layer,
+  warm-started with stage 1's incumbent expanded to every site and the recipe default in its
+  initial design. The better of the two final retrains *on validation data* is the result, so
+  the per-layer search can only add to the network-level one. Stage 1 also yields the rows
+  "best single operator" and "tuned fine-tuning, default activation" of the table.
 * ``"joint"``: one run over the problem's space (by default operators, scales and fine-tuning
   hyperparameters together, searched by multi-fidelity SMAC).
 * ``"paper"``: the SAFS paper's two stages. Stage 1 searches the operators with LAHC (alpha = beta
@@ -59,6 +66,7 @@ from safs_smac.optimizers import (
 )
 from safs_smac.problem import WORST_COST, FinalEvaluation, SAFSProblem
 from safs_smac.report import format_table, plot_trajectory, trials_dataframe, write_csv
+from safs_smac.space import NETWORK_SITE
 from safs_smac.workers import threads_per_worker
 
 __all__ = [
@@ -84,7 +92,7 @@ SMAC_OPTIMIZERS: dict[str, tuple[type, bool]] = {
 # LAHC, i.i.d. random search, greedy walk, simulated annealing: every trial at the max budget.
 ASK_TELL_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 OPTIMIZER_NAMES: tuple[str, ...] = (*SMAC_OPTIMIZERS, *ASK_TELL_OPTIMIZERS)
-PROTOCOLS = ("joint", "paper")
+PROTOCOLS = ("staged", "joint", "paper")
 # The final retraining trains with seed + FINAL_SEED_OFFSET, a seed no trial of the run used
 # (ask/tell optimisers train every trial with the run's seed, SMAC draws its own). Retraining the
 # incumbent with one of its trials' seeds would repeat that trial and keep its lucky draw: the
@@ -121,8 +129,15 @@ class SearchResult:
         One row per trial (see :func:`safs_smac.report.trials_dataframe`); with
         ``protocol="paper"`` both stages, in order, with a ``stage`` column.
     stages
-        ``protocol="paper"`` only: the full results of ``"stage1"`` (operators; its ``final`` is
-        the paper's "stage 1" row) and ``"stage2"`` (scales + HPO); empty otherwise.
+        ``protocol="paper"`` and ``"staged"``: the full results of ``"stage1"`` and ``"stage2"``
+        (paper: operators, then scales + HPO; staged: network level, then per layer); empty
+        otherwise.
+    references
+        Further rows of the table, each fine-tuned like ``final``: with ``protocol="staged"``,
+        ``"single_operator"`` (stage 1's incumbent: one operator for the whole network) and
+        ``"tuned_finetuning"`` (the best stage-1 configuration that keeps the default activation).
+    prune_epochs
+        Fine-tuning epochs the pruning schedule spent before the search (0 for one-shot).
     """
 
     output_dir: Path
@@ -133,6 +148,8 @@ class SearchResult:
     dense: dict[str, Any]
     trials: pd.DataFrame
     stages: dict[str, SearchResult] = field(default_factory=dict)
+    references: dict[str, FinalEvaluation] = field(default_factory=dict)
+    prune_epochs: int = 0
 
     @property
     def operators(self) -> dict[str, str]:
@@ -155,7 +172,10 @@ class SearchResult:
             "incumbent_cost": self.incumbent_cost,
             "n_trials": len(self.trials),
             "total_epochs": _total_epochs(self.trials),
+            "prune_epochs": self.prune_epochs,
         }
+        if self.references:
+            summary["references"] = {k: v.to_dict() for k, v in self.references.items()}
         if self.stages:
             summary["stages"] = {
                 name: {
@@ -199,7 +219,7 @@ def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[
         raise ValueError(
             f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZER_NAMES)}"
         )
-    if protocol == "joint":
+    if protocol in ("joint", "staged"):
         return optimizer or DEFAULT_JOINT_OPTIMIZER, None
     stage1 = optimizer if optimizer in ASK_TELL_OPTIMIZERS else DEFAULT_STAGE1_OPTIMIZER
     stage2 = optimizer if optimizer in SMAC_OPTIMIZERS else DEFAULT_STAGE2_OPTIMIZER
@@ -209,6 +229,8 @@ def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[
 def run_label(optimizer: str | None, protocol: str = "joint") -> str:
     """Short name of what a run searches with, e.g. ``smac-mf`` or ``paper-lahc-smac-hpo``."""
     first, second = resolve_optimizers(optimizer, protocol)
+    if protocol == "staged":
+        return f"staged-{first}"
     return first if second is None else f"paper-{first}-{second}"
 
 
@@ -216,7 +238,7 @@ def optimize(
     problem: SAFSProblem,
     optimizer: str | None = None,
     *,
-    protocol: str = "joint",
+    protocol: str = "staged",
     n_trials: int = 50,
     walltime: float = math.inf,
     min_budget: float = 1.0,
@@ -254,8 +276,9 @@ def optimize(
         ``max_budget``. ``None``: ``"smac-mf"``; for ``protocol="paper"`` see
         :func:`resolve_optimizers`.
     protocol
+        ``"staged"`` (network level, then per layer warm-started from it; the default),
         ``"joint"`` (one run over the problem's space) or ``"paper"`` (stage 1 operators, stage 2
-        scales + fine-tuning hyperparameters, see the module docstring).
+        scales + fine-tuning hyperparameters), see the module docstring.
     n_trials
         Trials to run (a multi-fidelity trial at any budget counts as one). With
         ``protocol="paper"`` the default split is half for each stage.
@@ -302,7 +325,8 @@ def optimize(
         cannot stop it earlier; pass ``{"min_steps": 20}`` for the reference's rule) and simulated
         annealing's schedule spans the ``n_trials``.
     stage1_trials, stage2_trials
-        ``protocol="paper"``: trials of each stage (default ``n_trials // 2`` and the rest).
+        ``protocol="paper"`` or ``"staged"``: trials of each stage (default ``n_trials // 2`` and
+        the rest).
     stage1_epochs, stage2_epochs
         ``protocol="paper"``: fine-tuning epochs of every stage-1 / stage-2 trial (default
         ``max_budget``; the reference used 80 per trial and 200 for the final retraining).
@@ -356,15 +380,26 @@ def optimize(
         "stage2_trials": stage2_trials,
         "stage2_epochs": stage2_epochs,
     }
-    if protocol == "joint":
-        given = [name for name, value in stage_settings.items() if value is not None]
+    if protocol in ("joint", "staged"):
+        allowed = ("stage1_trials", "stage2_trials") if protocol == "staged" else ()
+        given = [k for k, v in stage_settings.items() if v is not None and k not in allowed]
         if given:
             raise ValueError(
-                f"{', '.join(given)} only apply to protocol='paper'; drop them or pass "
+                f"{', '.join(given)} do not apply to protocol={protocol!r}; drop them or pass "
                 "protocol='paper'"
             )
         _check_optimizer_settings(stage1_opt, search)
         problem.max_budget = round(max_budget)
+        if protocol == "staged":
+            return _optimize_staged(
+                problem,
+                stage1_opt,
+                Path(output_dir),
+                search,
+                overwrite=overwrite,
+                stage1_trials=stage1_trials,
+                stage2_trials=stage2_trials,
+            )
         return _optimize_one(problem, stage1_opt, Path(output_dir), search, overwrite=overwrite)
     assert stage2_opt is not None
     return _optimize_paper(
@@ -420,6 +455,7 @@ def _optimize_one(
     extra_settings: Mapping[str, Any] | None = None,
     baseline: FinalEvaluation | None = None,
     desc: str = "trials",
+    initial_configs: Sequence[Configuration] = (),
 ) -> SearchResult:
     """One search in one run directory: identity check, search, retraining, result files."""
     extra = dict(extra_settings or {})
@@ -469,7 +505,9 @@ def _optimize_one(
     # The problem warms its caches (dense training, pruning) before the search's clock starts.
     problem.pruned_checkpoint()
     if ask_tell is None:
-        incumbent, cost, trials = _run_smac(problem, optimizer, output_dir, search, desc)
+        incumbent, cost, trials = _run_smac(
+            problem, optimizer, output_dir, search, desc, initial_configs
+        )
     else:
         incumbent, cost, trials = _run_ask_tell(problem, ask_tell, output_dir, search, desc)
     return finish_run(
@@ -537,7 +575,12 @@ def _ask_tell_defaults(optimizer: str, n_trials: int) -> dict[str, Any]:
 
 
 def _run_smac(
-    problem: SAFSProblem, optimizer: str, output_dir: Path, search: _SearchSettings, desc: str
+    problem: SAFSProblem,
+    optimizer: str,
+    output_dir: Path,
+    search: _SearchSettings,
+    desc: str,
+    initial_configs: Sequence[Configuration] = (),
 ) -> tuple[Configuration, float, pd.DataFrame]:
     smac_dir = output_dir / "smac" / str(search.seed)
     done = _finished_smac_search(problem, smac_dir)
@@ -570,6 +613,11 @@ def _run_smac(
     else:
         # Our target is deterministic for a seed: one evaluation per configuration is enough.
         kwargs["intensifier"] = facade_cls.get_intensifier(scenario, max_config_calls=1)
+    if initial_configs:
+        # Evaluated first, before SMAC's own initial design (warm start).
+        kwargs["initial_design"] = facade_cls.get_initial_design(
+            scenario, additional_configs=list(initial_configs)
+        )
     drop_unfinished_trials(smac_dir / "runhistory.json")
     arguments = parallel.required_arguments(kwargs["intensifier"])
     with (
@@ -815,6 +863,7 @@ def _optimize_paper(
         dense=second.dense,
         trials=concat_stage_trials({1: first.trials, 2: second.trials}),
         stages={"stage1": first, "stage2": second},
+        prune_epochs=problem.prune_epochs,
     )
     _write_result(
         result,
@@ -822,6 +871,164 @@ def _optimize_paper(
         incumbent_extra={"stage1_config": _plain(first.incumbent)},
     )
     return result
+
+
+def _stage_split(
+    n_trials: int, stage1_trials: int | None, stage2_trials: int | None, protocol: str
+) -> tuple[int, int]:
+    n1 = n_trials // 2 if stage1_trials is None else _positive_int("stage1_trials", stage1_trials)
+    n2 = n_trials - n1 if stage2_trials is None else _positive_int("stage2_trials", stage2_trials)
+    if n1 < 1 or n2 < 1:
+        raise ValueError(
+            f"protocol={protocol!r} needs at least one trial per stage, got {n1} and {n2} from "
+            f"n_trials={n_trials}; raise n_trials or pass stage1_trials and stage2_trials"
+        )
+    return n1, n2
+
+
+def _optimize_staged(
+    problem: SAFSProblem,
+    optimizer: str,
+    output_dir: Path,
+    search: _SearchSettings,
+    *,
+    overwrite: bool,
+    stage1_trials: int | None,
+    stage2_trials: int | None,
+) -> SearchResult:
+    """Network-level search, then per-layer search warm-started from it (see module docstring)."""
+    if optimizer not in SMAC_OPTIMIZERS:
+        raise ValueError(
+            f"protocol='staged' warm-starts SMAC's initial design, so it runs a SMAC facade "
+            f"({', '.join(SMAC_OPTIMIZERS)}), not {optimizer!r}; use protocol='joint' for "
+            "ask/tell optimizers"
+        )
+    if problem.stage != "joint" or problem.granularity != "layer":
+        raise ValueError(
+            f"protocol='staged' builds its own network- and layer-level spaces but the problem "
+            f"has stage {problem.stage!r} and granularity {problem.granularity!r}; leave both "
+            "at their defaults ('joint', 'layer') or use protocol='joint'"
+        )
+    n1, n2 = _stage_split(search.n_trials, stage1_trials, stage2_trials, "staged")
+    settings = run_settings(
+        problem,
+        f"staged-{optimizer}",
+        protocol="staged",
+        stage1={"granularity": "network", "n_trials": n1},
+        stage2={"granularity": "layer", "n_trials": n2},
+        walltime=search.walltime,
+        min_budget=search.min_budget,
+        max_budget=search.max_budget,
+        seed=search.seed,
+        n_workers=search.n_workers,
+        eta=search.eta,
+        **_limit_settings(search),
+    )
+    finished = prepare_run_dir(output_dir, settings, overwrite=overwrite)
+    if finished is not None:
+        logger.info("%s already holds this finished run; returning its results", output_dir)
+        return finished
+    problem.pruned_checkpoint()
+    extra = {"protocol": "staged"}
+    network_problem = problem.with_space(granularity="network")
+    first = _optimize_one(
+        network_problem,
+        optimizer,
+        output_dir / "stage1",
+        search.replace(n_trials=n1),
+        overwrite=False,
+        extra_settings={**extra, "stage": 1},
+        desc=f"stage 1, network level ({optimizer})",
+    )
+    warm_start = [
+        expand_network_config(first.incumbent, problem.configspace),
+        problem.configspace.get_default_configuration(),
+    ]
+    second = _optimize_one(
+        problem,
+        optimizer,
+        output_dir / "stage2",
+        search.replace(n_trials=n2),
+        overwrite=False,
+        extra_settings={**extra, "stage": 2},
+        baseline=first.baseline,
+        desc=f"stage 2, per layer ({optimizer})",
+        initial_configs=[c for i, c in enumerate(warm_start) if c not in warm_start[:i]],
+    )
+    # Validation decides, never test: the per-layer result must earn its place.
+    chosen, chosen_name = (
+        (second, "stage2")
+        if second.final.val_accuracy >= first.final.val_accuracy
+        else (first, "stage1")
+    )
+    references = {"single_operator": first.final}
+    tuned = _best_default_activation_trial(first.trials, network_problem, search.max_budget)
+    if tuned is not None:
+        references["tuned_finetuning"] = network_problem.final_evaluation(
+            network_problem.decode(tuned),
+            seed=search.seed + FINAL_SEED_OFFSET,
+            epochs=search.final_epochs,
+        )
+    result = SearchResult(
+        output_dir=output_dir,
+        incumbent=chosen.incumbent,
+        incumbent_cost=chosen.incumbent_cost,
+        final=chosen.final,
+        baseline=second.baseline,
+        dense=second.dense,
+        trials=concat_stage_trials({1: first.trials, 2: second.trials}),
+        stages={"stage1": first, "stage2": second},
+        references=references,
+        prune_epochs=problem.prune_epochs,
+    )
+    _write_result(
+        result,
+        title=f"{problem.model_name} / {problem.dataset_name} (staged)",
+        incumbent_extra={"stage": chosen_name},
+    )
+    return result
+
+
+def expand_network_config(
+    config: Configuration | Mapping[str, Any], layer_space: Any
+) -> Configuration:
+    """A network-level configuration (``act:all``, ...) as the same network in a per-layer space."""
+    values: dict[str, Any] = {}
+    for key, value in dict(config).items():
+        prefix, _, site = key.partition(":")
+        if site == NETWORK_SITE:
+            for name in layer_space:
+                if name.startswith(f"{prefix}:"):
+                    values[name] = value
+        else:
+            values[key] = value
+    values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+    return Configuration(layer_space, values=values)
+
+
+def _best_default_activation_trial(
+    trials: pd.DataFrame, problem: SAFSProblem, max_budget: float
+) -> Configuration | None:
+    """The lowest-cost trial at the highest budget that kept the default activation, if any."""
+    key = f"act:{NETWORK_SITE}"
+    if trials.empty or key not in trials:
+        return None
+    budgets = pd.to_numeric(trials["budget"], errors="coerce").fillna(max_budget)
+    rows = trials[
+        (trials[key] == problem.default_activation)
+        & (budgets >= max_budget)
+        & (trials["status"] == "SUCCESS")
+    ]
+    if rows.empty:
+        return None
+    best = rows.loc[pd.to_numeric(rows["cost"]).idxmin()]
+    values = {
+        name: best[name]
+        for name in problem.configspace
+        if name in best and not (isinstance(best[name], float) and math.isnan(best[name]))
+    }
+    values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
+    return Configuration(problem.configspace, values=values)
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -884,6 +1091,7 @@ def finish_run(
         baseline=baseline,
         dense=problem.dense_metrics(),
         trials=trials,
+        prune_epochs=problem.prune_epochs,
     )
     _write_result(result, title=f"{problem.model_name} / {problem.dataset_name}")
     return result
@@ -980,9 +1188,9 @@ def load_result(output_dir: Path) -> SearchResult:
     trials = pd.read_csv(output_dir / "results.csv")
     settings = read_json(output_dir / "run.json")
     stages: dict[str, SearchResult] = {}
-    if settings.get("protocol") == "paper" and "stage" not in settings:
+    if settings.get("protocol") in ("paper", "staged") and "stage" not in settings:
         stages = {name: load_result(output_dir / name) for name in ("stage1", "stage2")}
-        space = stages["stage2"].incumbent.config_space
+        space = stages[incumbent_file.get("stage", "stage2")].incumbent.config_space
     else:
         space = load_space(output_dir / "smac" / str(settings["seed"]) / "configspace.json")
     return SearchResult(
@@ -994,6 +1202,11 @@ def load_result(output_dir: Path) -> SearchResult:
         dense=summary["dense"],
         trials=trials,
         stages=stages,
+        references={
+            name: _final_from_dict(entry)
+            for name, entry in (summary.get("references") or {}).items()
+        },
+        prune_epochs=int(summary.get("prune_epochs") or 0),
     )
 
 
