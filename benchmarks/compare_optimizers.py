@@ -18,9 +18,10 @@ under ``--work-dir``: an interrupted benchmark resumes, and a finished run is re
 ``paper_table.py`` too). Test accuracy is reported only, never used to select anything.
 
 Outputs in ``--out/<problem>/``: ``trials.csv`` (every trial of every run), ``runs.csv`` (one row
-per method and seed), ``table.md``, ``anytime.png`` (best validation accuracy against cumulative
-fine-tuning epochs, mean and +- one standard deviation over seeds), ``wilcoxon.json`` (paired
-signed-rank test of LAHC against the best BO variant) and ``meta.json`` (command, machine, times).
+per method and seed), ``table.md``, ``anytime.png`` (the incumbent's validation accuracy against
+cumulative fine-tuning epochs, mean and +- one standard deviation over seeds), ``wilcoxon.json``
+(paired signed-rank test of LAHC against the best BO variant) and ``meta.json`` (command, machine,
+times).
 
 Examples::
 
@@ -86,7 +87,8 @@ TRIAL_COLUMNS = (
     "dnr_mean",
     "cumulative_epochs",
     "elapsed",
-    "best_val_accuracy",
+    "incumbent_budget",
+    "incumbent_val_accuracy",
 )
 QUICK_DATA = {"n_train": 128, "n_val": 64, "n_test": 64, "num_classes": 4, "channels": 1}
 
@@ -177,6 +179,7 @@ QUICK = Setup(
 # ---------------------------------------------------------------------------------------- runs
 def run_one(setup: Setup, method: str, seed: int) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run (or load, when finished) one method on one seed; returns its summary row and trials."""
+    from safs_smac.report import with_incumbent_columns
     from safs_smac.search import optimize
 
     problem = setup.problem(seed, **setup.problem_overrides(method))
@@ -194,6 +197,8 @@ def run_one(setup: Setup, method: str, seed: int) -> tuple[dict[str, Any], pd.Da
     trials = result.trials.rename(columns={"seed": "trial_seed"})
     if "stage" not in trials:
         trials["stage"] = 1
+    # The incumbent curve, recomputed: a reused run may predate it (see report.incumbent_curve).
+    trials = with_incumbent_columns(trials)
     trials.insert(0, "method", method)
     trials.insert(1, "seed", seed)
     row = {
@@ -270,9 +275,12 @@ def warm_caches(setup: Setup, seeds: Sequence[int]) -> None:
 
 # ------------------------------------------------------------------------------------ analysis
 def anytime_curves(trials: pd.DataFrame, grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Best validation accuracy so far at each cumulative-epoch grid point: method -> seeds x grid.
+    """The incumbent curve at each cumulative-epoch grid point: method -> seeds x grid.
 
-    NaN before a run's first trial has finished.
+    The incumbent's validation accuracy at the highest budget evaluated so far
+    (``incumbent_val_accuracy``, see ``safs_smac.report.incumbent_curve``), not the best accuracy
+    of any trial: a multi-fidelity run's low-budget trials do not set it. NaN before a run's first
+    trial has finished.
     """
     curves: dict[str, np.ndarray] = {}
     for method, frame in trials.groupby("method", sort=False):
@@ -280,14 +288,14 @@ def anytime_curves(trials: pd.DataFrame, grid: np.ndarray) -> dict[str, np.ndarr
         for _, run in frame.groupby("seed", sort=True):
             run = run.sort_values("cumulative_epochs", kind="stable")
             done = np.searchsorted(run["cumulative_epochs"].to_numpy(float), grid, side="right")
-            best = run["best_val_accuracy"].to_numpy(float)
+            best = run["incumbent_val_accuracy"].to_numpy(float)
             rows.append(np.where(done > 0, best[np.maximum(done - 1, 0)], np.nan))
         curves[str(method)] = np.vstack(rows)
     return curves
 
 
 def time_to_target(trials: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Epochs and wall time until each run's best validation accuracy reaches the seed's target.
+    """Epochs and wall time until each run's incumbent curve reaches the seed's target.
 
     The target of a seed is ``TARGET_FRACTION`` times the best *final* validation accuracy of any
     method on that seed (validation, so nothing here looks at the test set).
@@ -296,7 +304,7 @@ def time_to_target(trials: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (method, seed), run in trials.groupby(["method", "seed"], sort=False):
         run = run.sort_values("cumulative_epochs", kind="stable")
-        hit = run[run["best_val_accuracy"] >= targets[seed]]
+        hit = run[run["incumbent_val_accuracy"] >= targets[seed]]
         rows.append(
             {
                 "method": method,
@@ -403,7 +411,7 @@ def plot_anytime(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path, ti
             grid, mean - std, mean + std, step="post", alpha=0.15, lw=0, color=line.get_color()
         )
     axis.set_xlabel("cumulative fine-tuning epochs")
-    axis.set_ylabel("best validation accuracy so far (%)")
+    axis.set_ylabel("incumbent validation accuracy (%)")
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
@@ -466,7 +474,8 @@ def render_table(
         f" / {_pm_column(per_seed['baseline_test_accuracy'])} test.",
         "",
         f"Epochs/wall s to {100 * TARGET_FRACTION:g}%: cumulative fine-tuning epochs (and seconds "
-        "since the run's first trial started) until the run's best validation accuracy reached "
+        "since the run's first trial started) until the validation accuracy of the run's incumbent "
+        "(the best trial at the highest budget evaluated so far) reached "
         f"{100 * TARGET_FRACTION:g}% of the best final validation accuracy of any method on that "
         "seed; mean over the seeds that reached it. Wins: seeds on which the method's final "
         "accuracy is the highest (ties count for each tied method).",
@@ -554,6 +563,8 @@ def check_outputs(out_dir: Path, methods: Sequence[str], seeds: Sequence[int]) -
     for name in ("trials.csv", "runs.csv", "table.md", "anytime.png", "wilcoxon.json", "meta.json"):
         if not (out_dir / name).is_file() or (out_dir / name).stat().st_size == 0:
             raise ValueError(f"{out_dir / name} is missing or empty; rerun the comparison")
+    from safs_smac.report import incumbent_curve
+
     trials = pd.read_csv(out_dir / "trials.csv")
     runs = pd.read_csv(out_dir / "runs.csv")
     expected = {(m, s) for m in methods for s in seeds}
@@ -567,8 +578,14 @@ def check_outputs(out_dir: Path, methods: Sequence[str], seeds: Sequence[int]) -
     for (method, seed), run in trials.groupby(["method", "seed"]):
         if not run["cumulative_epochs"].is_monotonic_increasing:
             raise ValueError(f"trials.csv: cumulative_epochs of {method} seed {seed} decrease")
-        if not run["best_val_accuracy"].is_monotonic_increasing:
-            raise ValueError(f"trials.csv: best_val_accuracy of {method} seed {seed} decreases")
+        # Not monotonic in a multi-fidelity run: it may drop when a higher budget is reached.
+        expected_curve = incumbent_curve(run.sort_values("trial", kind="stable"))
+        for column in ("incumbent_budget", "incumbent_val_accuracy"):
+            found_curve = run[column].loc[expected_curve.index].to_numpy(float)
+            if not np.allclose(found_curve, expected_curve[column], atol=1e-6, equal_nan=True):
+                raise ValueError(
+                    f"trials.csv: {column} of {method} seed {seed} is not the incumbent curve"
+                )
     table = (out_dir / "table.md").read_text()
     for method in methods:
         if f"| {LABELS.get(method, method)} |" not in table:

@@ -584,7 +584,8 @@ class SAFSProblem:
     ) -> tuple[float, dict[str, Any]]:
         """SMAC target function: the cost of ``budget`` fine-tuning epochs (see :func:`trial_cost`).
 
-        Returns ``(cost, additional_info)``; the info holds ``val_accuracy`` and ``val_loss``. A configuration that diverges gets the worst cost
+        Returns ``(cost, additional_info)``; the info holds ``val_accuracy`` and ``val_loss``.
+        A configuration that diverges gets the worst cost
         (1.0) with ``diverged=True`` and the reason, instead of an exception.
         """
         # On a Dask worker: its share of the cores and, with several GPUs, its own GPU.

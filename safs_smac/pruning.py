@@ -356,7 +356,8 @@ def iterative_magnitude_prune(
 # Schedules: how a dense model reaches its final sparsity
 # --------------------------------------------------------------------------------------------
 
-#: Fine-tunes a model in place between pruning rounds: ``finetune(model, epochs, recipe_overrides)``.
+#: Fine-tunes a model in place between pruning rounds:
+#: ``finetune(model, epochs, recipe_overrides)``.
 Finetune = Callable[[nn.Module, int, Mapping[str, object]], None]
 
 

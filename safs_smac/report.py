@@ -7,7 +7,7 @@ same) or the files a finished run wrote, so ``safs-smac report`` works on any ru
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +19,19 @@ from safs_smac._io import atomic_path, atomic_write_text, read_json
 __all__ = [
     "RESULT_FILES",
     "format_table",
+    "incumbent_curve",
     "is_collapsed",
     "plot_dnr",
     "plot_trajectory",
     "summary_table",
     "trials_dataframe",
+    "with_incumbent_columns",
 ]
 
 # The files a finished run directory holds next to SMAC's own directory.
 RESULT_FILES = ("run.json", "results.csv", "incumbent.json", "summary.json", "trajectory.png")
 
+_INCUMBENT_LABEL = "incumbent at highest budget so far"
 _INFO_COLUMNS = ("val_accuracy", "epochs", "seconds", "diverged", "reason", "sparsity", "dnr_mean")
 
 
@@ -37,7 +40,15 @@ def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
 
     Columns: ``trial, config_id, budget, seed, cost, status, val_accuracy, epochs, seconds,
     diverged, reason, sparsity, dnr_mean, starttime, endtime, cumulative_epochs, elapsed,
-    best_val_accuracy`` followed by the configuration's hyperparameters.
+    incumbent_budget, incumbent_val_accuracy`` followed by the configuration's hyperparameters.
+
+    ``budget`` is empty (NaN) for optimisers that run every trial at the max budget.
+    ``cumulative_epochs`` and ``elapsed`` (seconds since the first trial started) are the anytime
+    x axes. ``incumbent_budget`` and ``incumbent_val_accuracy`` are the incumbent trajectory of
+    :func:`incumbent_curve`: after each trial, the best validation accuracy among the trials at
+    the highest budget evaluated so far, and that budget. In a multi-fidelity run this curve can
+    drop when a higher budget is first reached; a low-budget trial never sets it once a higher
+    budget has been evaluated. Without budgets it is the running maximum of ``val_accuracy``.
     """
     rows: list[dict[str, Any]] = []
     for key in runhistory:
@@ -72,8 +83,80 @@ def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
     epochs = pd.to_numeric(frame["epochs"], errors="coerce").fillna(0)
     frame["cumulative_epochs"] = epochs.cumsum()
     frame["elapsed"] = frame["endtime"] - frame["starttime"].min()
-    accuracy = pd.to_numeric(frame["val_accuracy"], errors="coerce").fillna(0.0)
-    frame["best_val_accuracy"] = accuracy.cummax()
+    return with_incumbent_columns(frame)
+
+
+def _incumbent_steps(trials: pd.DataFrame) -> tuple[list[float], list[float], list[bool]]:
+    """The rule of :func:`incumbent_curve`, plus where the incumbent's fidelity changes."""
+    n = len(trials)
+    budget = (
+        pd.to_numeric(trials["budget"], errors="coerce")
+        if "budget" in trials
+        else pd.Series(math.nan, index=trials.index)
+    ).to_numpy(float)
+    stage = (
+        pd.to_numeric(trials["stage"], errors="coerce").fillna(0)
+        if "stage" in trials
+        else pd.Series(0, index=trials.index)
+    ).to_numpy(float)
+    # A trial without an accuracy (crashed) counts as 0, as its cost (WORST_COST) says.
+    accuracy = pd.to_numeric(trials["val_accuracy"], errors="coerce").fillna(0.0).to_numpy(float)
+    budgets: list[float] = []
+    values: list[float] = []
+    changed: list[bool] = []
+    top: tuple[float, float] | None = None
+    top_budget, best = math.nan, -math.inf
+    for i in range(n):
+        # No budget = the max budget: every trial of a non-multi-fidelity optimiser.
+        key = (stage[i], math.inf if math.isnan(budget[i]) else budget[i])
+        raised = top is None or key > top
+        if raised:
+            top, top_budget, best = key, budget[i], accuracy[i]
+        elif key == top:
+            best = max(best, accuracy[i])
+        budgets.append(top_budget)
+        values.append(best)
+        changed.append(raised)
+    return budgets, values, changed
+
+
+def incumbent_curve(trials: pd.DataFrame) -> pd.DataFrame:
+    """The incumbent trajectory of trials given in completion order.
+
+    After each trial: the highest budget among the trials finished so far (a trial without a
+    budget, NaN or None, counts as the max budget, i.e. +inf) and the best validation accuracy
+    among the trials so far at that budget. A trial at a lower budget never sets the curve once a
+    higher budget has been evaluated, so in a multi-fidelity run the curve can drop when a higher
+    budget is first reached: it is what the run would return at that point, not the best
+    accuracy of any trial at any budget. Without budgets it is the running maximum.
+
+    With a ``stage`` column (the two-stage paper protocol) a later stage ranks above every budget
+    of an earlier one: stage 2 searches another space and its incumbent is the run's result.
+
+    Returns a frame with the index of ``trials`` and the columns ``incumbent_budget`` (NaN for
+    the max budget of an optimiser without budgets) and ``incumbent_val_accuracy``; a trial
+    without a validation accuracy (crashed) counts as accuracy 0, as its cost does.
+    """
+    budgets, values, _ = _incumbent_steps(trials)
+    return pd.DataFrame(
+        {"incumbent_budget": budgets, "incumbent_val_accuracy": values},
+        index=trials.index,
+        dtype=float,
+    )
+
+
+def with_incumbent_columns(trials: pd.DataFrame) -> pd.DataFrame:
+    """``trials`` with the columns of :func:`incumbent_curve` (re)computed.
+
+    Drops ``best_val_accuracy``, the running maximum over every budget that results.csv held
+    before the incumbent curve replaced it, so old run directories read the same as new ones.
+    """
+    frame = trials.drop(columns=["best_val_accuracy"], errors="ignore")
+    if frame.empty:
+        return frame
+    curve = incumbent_curve(frame)
+    for column in curve:
+        frame[column] = curve[column]
     return frame
 
 
@@ -151,27 +234,76 @@ def format_table(summary: Mapping[str, Any]) -> str:
 
 
 def plot_trajectory(trials: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
-    """Best validation accuracy so far against cumulative fine-tuning epochs and wall time."""
+    """The incumbent curve against cumulative fine-tuning epochs and wall time, with the trials.
+
+    The curve is :func:`incumbent_curve` (recomputed, so results.csv files written before it
+    existed plot the same way); a marker shows each point where the incumbent moves to a higher
+    budget (or the next stage), and the trials are scattered, one colour per budget.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    xs = ("cumulative_epochs", "elapsed")
     if not trials.empty:
-        best = 100.0 * trials["best_val_accuracy"]
-        axes[0].step(trials["cumulative_epochs"], best, where="post")
-        axes[1].step(trials["elapsed"], best, where="post")
-        axes[0].scatter(
-            trials["cumulative_epochs"],
-            100.0 * trials["val_accuracy"].astype(float),
-            s=8,
-            alpha=0.4,
+        budgets, values, changed = _incumbent_steps(trials)
+        curve = 100.0 * pd.Series(values, index=trials.index)
+        raised = pd.Series(changed, index=trials.index)
+        accuracy = 100.0 * pd.to_numeric(trials["val_accuracy"], errors="coerce")
+        budget = (
+            pd.to_numeric(trials["budget"], errors="coerce")
+            if "budget" in trials
+            else pd.Series(math.nan, index=trials.index)
         )
+        levels: Sequence[float] = sorted(budget.dropna().unique())
+        groups: list[tuple[str, pd.Series]] = [
+            (f"trials at budget {level:g}", budget == level) for level in levels
+        ]
+        if budget.isna().any():
+            name = "trials at the max budget" if levels else "trials"
+            groups.append((name, budget.isna()))
+        colours = plt.get_cmap("viridis")
+        for axis, column in zip(axes, xs):
+            x = trials[column]
+            for k, (label, mask) in enumerate(groups):
+                axis.scatter(
+                    x[mask],
+                    accuracy[mask],
+                    s=14,
+                    alpha=0.6,
+                    color=colours(k / max(1, len(groups) - 1) * 0.75),
+                    label=label,
+                )
+            axis.step(x, curve, where="post", color="C3", lw=1.6, label=_INCUMBENT_LABEL)
+            axis.scatter(
+                x[raised],
+                curve[raised],
+                marker="D",
+                s=28,
+                facecolors="none",
+                edgecolors="C3",
+                zorder=3,
+                label="incumbent budget raised",
+            )
+            if len(levels) > 1:
+                for i in trials.index[raised]:
+                    b = budgets[trials.index.get_loc(i)]
+                    text = "max" if math.isnan(b) else f"{b:g}"
+                    axis.annotate(
+                        text,
+                        (x[i], curve[i]),
+                        textcoords="offset points",
+                        xytext=(3, 4),
+                        fontsize=7,
+                        color="C3",
+                    )
+        axes[0].legend(fontsize=7, loc="best")
     axes[0].set_xlabel("cumulative fine-tuning epochs")
     axes[1].set_xlabel("wall time (s)")
     for axis in axes:
-        axis.set_ylabel("best validation accuracy (%)")
+        axis.set_ylabel("validation accuracy (%)")
         axis.grid(alpha=0.3)
     if title:
         fig.suptitle(title)

@@ -65,7 +65,13 @@ from safs_smac.optimizers import (
     run_optimizer,
 )
 from safs_smac.problem import WORST_COST, FinalEvaluation, SAFSProblem
-from safs_smac.report import format_table, plot_trajectory, trials_dataframe, write_csv
+from safs_smac.report import (
+    format_table,
+    plot_trajectory,
+    trials_dataframe,
+    with_incumbent_columns,
+    write_csv,
+)
 from safs_smac.space import NETWORK_SITE
 from safs_smac.workers import threads_per_worker
 
@@ -1040,8 +1046,10 @@ def _positive_int(name: str, value: Any) -> int:
 def concat_stage_trials(stages: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     """The trials of consecutive stages as one table with a ``stage`` column.
 
-    Trial numbers, cumulative epochs, elapsed time and the best accuracy so far run on across the
-    stages, so the anytime curve of a two-stage protocol is comparable with a one-stage run's.
+    Trial numbers, cumulative epochs, elapsed time and the incumbent curve
+    (:func:`safs_smac.report.incumbent_curve`) run on across the stages, so the anytime curve of
+    a two-stage protocol is comparable with a one-stage run's. The incumbent moves to stage 2 at
+    its first trial: stage 2 searches another space, and its incumbent is the protocol's result.
     """
     frames = [frame.assign(stage=stage) for stage, frame in stages.items() if len(frame)]
     if not frames:
@@ -1052,9 +1060,7 @@ def concat_stage_trials(stages: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     epochs = pd.to_numeric(frame["epochs"], errors="coerce").fillna(0)
     frame["cumulative_epochs"] = epochs.cumsum()
     frame["elapsed"] = frame["endtime"] - frame["starttime"].min()
-    accuracy = pd.to_numeric(frame["val_accuracy"], errors="coerce").fillna(0.0)
-    frame["best_val_accuracy"] = accuracy.cummax()
-    return frame
+    return with_incumbent_columns(frame)
 
 
 def finish_run(
@@ -1185,7 +1191,8 @@ def load_result(output_dir: Path) -> SearchResult:
     output_dir = Path(output_dir)
     summary = read_json(output_dir / "summary.json")
     incumbent_file = read_json(output_dir / "incumbent.json")
-    trials = pd.read_csv(output_dir / "results.csv")
+    # Recomputed: results.csv of older versions held best_val_accuracy instead.
+    trials = with_incumbent_columns(pd.read_csv(output_dir / "results.csv"))
     settings = read_json(output_dir / "run.json")
     stages: dict[str, SearchResult] = {}
     if settings.get("protocol") in ("paper", "staged") and "stage" not in settings:

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from safs_smac.report import incumbent_curve
 from safs_smac.search import (
     ASK_TELL_OPTIMIZERS,
     FINAL_SEED_OFFSET,
@@ -40,7 +41,11 @@ def test_every_optimizer_runs_the_target(make_problem, tmp_path, optimizer) -> N
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= {"dense", "baseline", "incumbent"}
     csv = pd.read_csv(out / "results.csv")
-    assert {"cost", "budget", "val_accuracy", "cumulative_epochs", "best_val_accuracy"} <= set(csv)
+    assert {"budget", "val_accuracy", "cumulative_epochs", "incumbent_val_accuracy"} <= set(csv)
+    assert "cost" in csv
+    assert "best_val_accuracy" not in csv
+    curve = incumbent_curve(csv)
+    pd.testing.assert_frame_equal(csv[list(curve)], curve)
     settings = json.loads((out / "run.json").read_text())
     if optimizer in ASK_TELL_OPTIMIZERS:
         # Every trial at the max budget, the optimiser's settings in the run's identity.
