@@ -88,11 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_problem_arguments(run)
     run.add_argument(
         "--protocol",
-        default="staged",
+        default=None,
         choices=list(PROTOCOLS),
-        help="staged: one operator for the whole network + fine-tuning hyperparameters first, "
-        "then per layer warm-started from it (the better on validation wins); "
-        "joint: one search over operators, scales and fine-tuning hyperparameters; paper: "
+        help="staged (default with a SMAC optimizer): one operator for the whole network + "
+        "fine-tuning hyperparameters first, then per layer warm-started from it (the better on "
+        "validation wins); joint (default with lahc/random/greedy/sa): "
+        "one search over operators, scales and fine-tuning hyperparameters; paper: "
         "the SAFS paper's stage 1 (operators, alpha = beta = 1, default recipe) then stage 2 "
         "(scales + hyperparameters with the stage-1 operators), then the final retraining",
     )

@@ -213,6 +213,11 @@ def run_settings(problem: SAFSProblem, optimizer: str, **settings: Any) -> dict[
     }
 
 
+def default_protocol(optimizer: str | None) -> str:
+    """``"staged"`` for SMAC's facades (it warm-starts their initial design), else ``"joint"``."""
+    return "joint" if optimizer in ASK_TELL_OPTIMIZERS else "staged"
+
+
 def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[str, str | None]:
     """The optimiser(s) a protocol runs: ``(joint optimiser, None)`` or ``(stage 1, stage 2)``.
 
@@ -232,8 +237,9 @@ def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[
     return stage1, stage2
 
 
-def run_label(optimizer: str | None, protocol: str = "joint") -> str:
-    """Short name of what a run searches with, e.g. ``smac-mf`` or ``paper-lahc-smac-hpo``."""
+def run_label(optimizer: str | None, protocol: str | None = None) -> str:
+    """Short name of a run's search, e.g. ``staged-smac-mf`` or ``paper-lahc-smac-hpo``."""
+    protocol = default_protocol(optimizer) if protocol is None else protocol
     first, second = resolve_optimizers(optimizer, protocol)
     if protocol == "staged":
         return f"staged-{first}"
@@ -244,7 +250,7 @@ def optimize(
     problem: SAFSProblem,
     optimizer: str | None = None,
     *,
-    protocol: str = "staged",
+    protocol: str | None = None,
     n_trials: int = 50,
     walltime: float = math.inf,
     min_budget: float = 1.0,
@@ -282,7 +288,8 @@ def optimize(
         ``max_budget``. ``None``: ``"smac-mf"``; for ``protocol="paper"`` see
         :func:`resolve_optimizers`.
     protocol
-        ``"staged"`` (network level, then per layer warm-started from it; the default),
+        ``"staged"`` (network level, then per layer warm-started from it; the default for SMAC
+        facades; ``None`` picks it, or ``"joint"`` for an ask/tell optimiser),
         ``"joint"`` (one run over the problem's space) or ``"paper"`` (stage 1 operators, stage 2
         scales + fine-tuning hyperparameters), see the module docstring.
     n_trials
@@ -337,6 +344,7 @@ def optimize(
         ``protocol="paper"``: fine-tuning epochs of every stage-1 / stage-2 trial (default
         ``max_budget``; the reference used 80 per trial and 200 for the final retraining).
     """
+    protocol = default_protocol(optimizer) if protocol is None else protocol
     stage1_opt, stage2_opt = resolve_optimizers(optimizer, protocol)
     if int(n_trials) <= 0:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
@@ -620,9 +628,14 @@ def _run_smac(
         # Our target is deterministic for a seed: one evaluation per configuration is enough.
         kwargs["intensifier"] = facade_cls.get_intensifier(scenario, max_config_calls=1)
     if initial_configs:
-        # Evaluated first, before SMAC's own initial design (warm start).
+        # Evaluated first, then SMAC's own random initial design, at most a quarter of the
+        # trials as SMAC sizes it (SMAC refuses a design larger than the trial budget).
+        warm = list(initial_configs)[: search.n_trials]
+        own = min(10 * len(list(problem.configspace)), max(1, int(0.25 * search.n_trials)))
         kwargs["initial_design"] = facade_cls.get_initial_design(
-            scenario, additional_configs=list(initial_configs)
+            scenario,
+            n_configs=max(0, min(own, search.n_trials - len(warm))),
+            additional_configs=warm,
         )
     drop_unfinished_trials(smac_dir / "runhistory.json")
     arguments = parallel.required_arguments(kwargs["intensifier"])
