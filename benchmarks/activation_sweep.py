@@ -414,6 +414,7 @@ def search_operators(args: argparse.Namespace, dataset: Dataset, work_dir: Path)
     result = optimize(
         problem,
         args.safs_optimizer,
+        protocol="joint",
         n_trials=args.safs_trials,
         seed=0,
         output_dir=work_dir / "search",

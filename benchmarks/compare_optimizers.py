@@ -142,10 +142,15 @@ class Setup:
 
     def optimize_kwargs(self, method: str) -> dict[str, Any]:
         """The arguments of ``safs_smac.optimize`` that give ``method`` the epoch budget."""
-        kwargs: dict[str, Any] = {"max_budget": self.max_budget, "min_budget": self.min_budget}
+        # One search over the joint space per optimiser: the comparison of search algorithms.
+        kwargs: dict[str, Any] = {
+            "max_budget": self.max_budget,
+            "min_budget": self.min_budget,
+            "protocol": "joint",
+        }
         n_trials = self.full_budget_trials()
         if method == "paper":
-            return {**kwargs, "protocol": "paper", "n_trials": n_trials}
+            return {**kwargs, "protocol": "paper", "n_trials": n_trials}  # replaces "joint"
         if method == "stage2-only":
             # The paper's stage 2 alone: as many trials as the protocol's stage 2 gets.
             return {**kwargs, "optimizer": "smac-hpo", "n_trials": n_trials - n_trials // 2}

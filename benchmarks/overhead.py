@@ -46,6 +46,7 @@ def measure(cache_dir: Path, output_dir: Path, args: argparse.Namespace) -> dict
     result = optimize(
         problem,
         args.optimizer,
+        protocol="joint",
         n_trials=args.n_trials,
         min_budget=args.min_budget,
         max_budget=args.max_budget,

@@ -2,15 +2,15 @@
 
 For one problem (default: LeNet-5 on MNIST-5k at 99% sparsity), in both pruning scopes
 (layer-wise and global) and for every seed, every row starts from the same dense network (trained
-with that seed) and is scored the same way: the chosen configuration is fine-tuned ``--final-repeats``
-times at the max budget with the seeds ``10000 + k`` (no trial used them) and the row's figure is
-the mean of those fine-tunes. Selection uses validation data only; test accuracy is computed once
-per final fine-tune and never read by any selection.
+with that seed) and is scored the same way: the chosen configuration is fine-tuned
+``--final-repeats`` times at the max budget with the seeds ``10000 + k`` (no trial used them) and
+the row's figure is the mean of those fine-tunes. Selection uses validation data only; test
+accuracy is computed once per final fine-tune and never read by any selection.
 
 Rows (``selection epochs`` = fine-tuning epochs spent choosing the configuration; ``prune epochs``
 = epochs gradual pruning spent before any row):
 
-* ``oneshot_mp``: one-shot magnitude pruning + fine-tuning with the dense recipe, default activation.
+* ``oneshot_mp``: one-shot magnitude pruning + fine-tuning (dense recipe, default activation).
 * ``oneshot_tuned_ft``: one-shot, SMAC-MF over the fine-tuning hyperparameters (and the default
   activation's two scales), ``--n-trials`` trials: tuned fine-tuning at SAFS's budget.
 * ``oneshot_single_op``: one-shot, a grid of one operator for the whole network (every SAFS

@@ -92,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PROTOCOLS),
         help="staged (default with a SMAC optimizer): one operator for the whole network + "
         "fine-tuning hyperparameters first, then per layer warm-started from it (the better on "
-        "validation wins); joint (default with lahc/random/greedy/sa): "
+        "validation wins); joint (default with an ask/tell optimiser or smac-random/hyperband): "
         "one search over operators, scales and fine-tuning hyperparameters; paper: "
         "the SAFS paper's stage 1 (operators, alpha = beta = 1, default recipe) then stage 2 "
-        "(scales + hyperparameters with the stage-1 operators), then the final retraining",
+        "(scales + hyperparameters with the stage-1 operators), then the final retraining "
+        "(default: staged with smac-mf, smac-hpo or smac-bb, joint with the others)",
     )
     run.add_argument(
         "--optimizer",

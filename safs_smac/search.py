@@ -99,6 +99,8 @@ SMAC_OPTIMIZERS: dict[str, tuple[type, bool]] = {
 ASK_TELL_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 OPTIMIZER_NAMES: tuple[str, ...] = (*SMAC_OPTIMIZERS, *ASK_TELL_OPTIMIZERS)
 PROTOCOLS = ("staged", "joint", "paper")
+# The SMAC facades with a surrogate model and a sized initial design: protocol="staged" runs these.
+STAGED_OPTIMIZERS = ("smac-mf", "smac-hpo", "smac-bb")
 # The final retraining trains with seed + FINAL_SEED_OFFSET, a seed no trial of the run used
 # (ask/tell optimisers train every trial with the run's seed, SMAC draws its own). Retraining the
 # incumbent with one of its trials' seeds would repeat that trial and keep its lucky draw: the
@@ -204,18 +206,50 @@ def _total_epochs(trials: pd.DataFrame) -> float:
 
 
 def run_settings(problem: SAFSProblem, optimizer: str, **settings: Any) -> dict[str, Any]:
-    """The JSON identity of a run: problem settings plus search settings."""
+    """The JSON identity of a run: problem settings plus search settings.
+
+    The ``environment`` entry (torch version and threads) is recorded, not compared: results are
+    bit-for-bit reproducible for the same command, seed, torch version and thread count on the
+    same machine, and a resume on another machine is allowed with a warning.
+    """
     return {
         "safs_smac": safs_smac.__version__,
         "problem": problem.settings(),
         "optimizer": optimizer,
         **{k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in settings.items()},
+        ENVIRONMENT_KEY: _environment(problem),
     }
 
 
+# run.json key that records where a run ran; not part of the run's identity.
+ENVIRONMENT_KEY = "environment"
+
+
+def _environment(problem: SAFSProblem) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "torch_threads": problem.num_threads or torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or None,
+    }
+
+
+def _identity(settings: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != ENVIRONMENT_KEY}
+
+
 def default_protocol(optimizer: str | None) -> str:
-    """``"staged"`` for SMAC's facades (it warm-starts their initial design), else ``"joint"``."""
-    return "joint" if optimizer in ASK_TELL_OPTIMIZERS else "staged"
+    """``"staged"`` for SMAC's model-based facades, else ``"joint"``.
+
+    The staged protocol warm-starts the per-layer search with the network-level incumbent, which
+    only a surrogate model can build on; the ask/tell optimisers, SMAC's random facade and
+    Hyperband run one joint search.
+    """
+    return "staged" if optimizer is None or optimizer in STAGED_OPTIMIZERS else "joint"
 
 
 def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[str, str | None]:
@@ -916,11 +950,10 @@ def _optimize_staged(
     stage2_trials: int | None,
 ) -> SearchResult:
     """Network-level search, then per-layer search warm-started from it (see module docstring)."""
-    if optimizer not in SMAC_OPTIMIZERS:
+    if optimizer not in STAGED_OPTIMIZERS:
         raise ValueError(
-            f"protocol='staged' warm-starts SMAC's initial design, so it runs a SMAC facade "
-            f"({', '.join(SMAC_OPTIMIZERS)}), not {optimizer!r}; use protocol='joint' for "
-            "ask/tell optimizers"
+            f"protocol='staged' warm-starts a SMAC surrogate model, so it runs "
+            f"{', '.join(STAGED_OPTIMIZERS)}, not {optimizer!r}; use protocol='joint' for it"
         )
     if problem.stage != "joint" or problem.granularity != "layer":
         raise ValueError(
@@ -1150,15 +1183,24 @@ def prepare_run_dir(
         raise ValueError(f"output directory {output_dir} is a file; choose another --output-dir")
     if run_file.exists():
         previous = read_json(run_file)
-        if previous != settings and not overwrite:
-            changed = sorted(_changed_keys(previous, settings))
+        if previous.get(ENVIRONMENT_KEY) != settings.get(ENVIRONMENT_KEY):
+            logger.warning(
+                "%s was started with %s and continues with %s; results may differ in the last "
+                "bits from an uninterrupted run",
+                output_dir,
+                previous.get(ENVIRONMENT_KEY),
+                settings.get(ENVIRONMENT_KEY),
+            )
+        same = _identity(previous) == _identity(settings)
+        if not same and not overwrite:
+            changed = sorted(_changed_keys(_identity(previous), _identity(settings)))
             raise ValueError(
                 f"output directory {output_dir} holds a different run (changed: "
                 f"{', '.join(changed)}); choose another --output-dir or pass --overwrite"
             )
-        if previous == settings and (output_dir / "summary.json").exists():
+        if same and (output_dir / "summary.json").exists():
             return load_result(output_dir)
-        if previous != settings:
+        if not same:
             _clear_run_dir(output_dir)
     elif output_dir.exists() and any(output_dir.iterdir()):
         if not overwrite:

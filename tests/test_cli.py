@@ -35,7 +35,7 @@ def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         (["--n-trials", "0"], "n_trials must be >= 1"),
         (["--dataset", "cifar10", "--data-root", "/nonexistent/data"], "cifar-10-batches-py"),
         (["--optimizer", "lahc", "--n-workers", "0"], "n_workers must be >= 1"),
-        (["--stage1-trials", "3"], "only apply to protocol='paper'"),
+        (["--stage1-epochs", "3"], "do not apply to protocol='staged'"),
         (["--protocol", "paper", "--stage1-trials", "0"], "stage1_trials must be an int >= 1"),
         (["--protocol", "paper", "--stage2-epochs", "-1"], "stage2_epochs must be an int >= 1"),
         (["--protocol", "paper", "--n-trials", "1"], "at least one trial per stage"),

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from safs_smac.problem import SAFSProblem
+from safs_smac.problem import SAFSProblem, trial_cost
 
 
 def test_target_function_returns_cost_and_info(make_problem) -> None:
@@ -17,7 +17,10 @@ def test_target_function_returns_cost_and_info(make_problem) -> None:
     config = problem.configspace.get_default_configuration()
     cost, info = problem.train(config, seed=0, budget=1)
     assert 0.0 <= cost <= 1.0
-    assert cost == pytest.approx(1.0 - info["val_accuracy"])
+    n_val = len(problem.dataset.val.y)
+    assert cost == trial_cost(info["val_accuracy"], info["val_loss"], n_val)
+    # The loss only breaks ties: less than half a validation image of accuracy.
+    assert 0.0 <= cost - (1.0 - info["val_accuracy"]) * (1 - 0.5 / n_val) < 0.5 / n_val
     assert info["epochs"] == 1
     assert info["diverged"] is False
     assert info["sparsity"] == pytest.approx(0.99, abs=0.01)

@@ -23,7 +23,7 @@ def _command(out: Path, cache: Path) -> list[str]:
         "-m",
         "safs_smac",
         "run",
-        *("--dataset", "synthetic", "--dense-epochs", "1"),
+        *("--dataset", "synthetic", "--dense-epochs", "1", "--protocol", "joint"),
         *("--n-trials", str(N_TRIALS), "--min-budget", "1", "--max-budget", "3"),
         *("--output-dir", str(out), "--cache-dir", str(cache), "--no-progress"),
     ]

@@ -35,7 +35,8 @@ def test_every_optimizer_runs_the_target(make_problem, tmp_path, optimizer) -> N
     assert 1 <= len(result.trials) <= 3
     for name in ("run.json", "results.csv", "incumbent.json", "summary.json", "trajectory.png"):
         assert (out / name).exists(), name
-    assert (out / "smac" / "0" / "runhistory.json").exists()
+    smac_dir = out / ("stage2" if (out / "stage2").exists() else ".") / "smac" / "0"
+    assert (smac_dir / "runhistory.json").exists()
     assert set(result.operators) == set(problem.sites)
     assert 0.0 <= result.final.test_accuracy <= 1.0
     summary = json.loads((out / "summary.json").read_text())
@@ -159,8 +160,8 @@ def test_foreign_directory_is_refused(make_problem, tmp_path) -> None:
         ({"optimizer": "smac-hpo", "optimizer_kwargs": {"x": 1}}, "ask/tell optimizers"),
         ({"optimizer": "lahc", "optimizer_kwargs": {"bogus": 1}}, "do not fit optimizer 'lahc'"),
         ({"optimizer": "lahc", "optimizer_kwargs": {"history_length": 0}}, "history_length"),
-        ({"protocol": "bogus"}, "valid protocols: joint, paper"),
-        ({"stage1_trials": 3}, "only apply to protocol='paper'"),
+        ({"protocol": "bogus"}, "valid protocols: staged, joint, paper"),
+        ({"stage1_epochs": 3}, "do not apply to protocol='staged'"),
     ],
 )
 def test_bad_search_settings_write_nothing(make_problem, tmp_path, kwargs, message) -> None:
@@ -193,6 +194,7 @@ def test_final_retraining_uses_a_seed_no_trial_used(make_problem, tmp_path, monk
     optimize(
         problem,
         optimizer,
+        protocol="joint",
         n_trials=2,
         max_budget=1,
         seed=3,
@@ -216,12 +218,21 @@ def _edit_target_code(smac_dir) -> None:
 def test_run_killed_while_retraining_resumes_even_after_a_code_change(make_problem, tmp_path):
     problem = make_problem()
     out = tmp_path / "run"
-    first = optimize(problem, "smac-hpo", n_trials=2, max_budget=1, output_dir=out, progress=False)
+    first = optimize(
+        problem,
+        "smac-hpo",
+        protocol="joint",
+        n_trials=2,
+        max_budget=1,
+        output_dir=out,
+        progress=False,
+    )
     (out / "summary.json").unlink()  # killed after the search, during the final retraining
     _edit_target_code(out / "smac" / "0")
     second = optimize(
         problem,
         "smac-hpo",
+        protocol="joint",
         n_trials=2,
         max_budget=1,
         output_dir=out,
@@ -236,14 +247,30 @@ def test_run_killed_while_retraining_resumes_even_after_a_code_change(make_probl
 def test_changed_code_mid_search_is_a_clear_error_not_a_prompt(make_problem, tmp_path):
     problem = make_problem()
     out = tmp_path / "run"
-    optimize(problem, "smac-hpo", n_trials=2, max_budget=1, output_dir=out, progress=False)
+    optimize(
+        problem,
+        "smac-hpo",
+        protocol="joint",
+        n_trials=2,
+        max_budget=1,
+        output_dir=out,
+        progress=False,
+    )
     smac_dir = out / "smac" / "0"
     (out / "summary.json").unlink()
     state = json.loads((smac_dir / "optimization.json").read_text())
     (smac_dir / "optimization.json").write_text(json.dumps({**state, "finished": False}))
     _edit_target_code(smac_dir)
     with pytest.raises(ValueError, match="cannot be resumed; delete that directory"):
-        optimize(problem, "smac-hpo", n_trials=2, max_budget=1, output_dir=out, progress=False)
+        optimize(
+            problem,
+            "smac-hpo",
+            protocol="joint",
+            n_trials=2,
+            max_budget=1,
+            output_dir=out,
+            progress=False,
+        )
     import smac.main.smbo
 
     assert "input" not in vars(smac.main.smbo)  # SMAC's own prompt is back in place

@@ -150,7 +150,7 @@ def test_defaults_reproduce_the_unmodified_network_and_its_recipe():
 def test_recipe_defaults_are_clipped_and_missing_keys_use_recipe_defaults():
     cs = space(recipe={"optimizer": "Adam", "lr": 1.0, "weight_decay": 0.0, "label_smoothing": 0.5})
     assert cs["ft:optimizer"].default_value == "adam"
-    assert cs["ft:lr"].default_value == 0.5
+    assert cs["ft:lr"].default_value == 0.1  # the top of LR_RANGE
     assert cs["ft:weight_decay"].default_value == 1e-6
     assert cs["ft:label_smoothing"].default_value == 0.2
     assert cs["ft:scheduler"].default_value == "constant"
@@ -302,7 +302,7 @@ def test_check_config_accepts_a_member():
     ("change", "match"),
     [
         ({"ft:lrr": 0.1}, r"unknown key 'ft:lrr' \(did you mean 'ft:lr'\?\)"),
-        ({"ft:lr": 3.0}, r"ft:lr=3.0 is outside \[0.0001, 0.5\]"),
+        ({"ft:lr": 3.0}, r"ft:lr=3.0 is outside \[0.001, 0.1\]"),
         ({"alpha:00_conv1": 0.0}, r"alpha:00_conv1=0.0 is outside \[0.2, 5.0\]"),
         ({"act:01_conv2": "reluu"}, "act:01_conv2='reluu' is not one of relu, relu6"),
         ({"act:01_conv2": "silu"}, "use the canonical name 'swish'"),

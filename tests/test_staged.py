@@ -1,0 +1,101 @@
+"""The pieces of issue 13: tie-broken cost, pruning schedules, the staged protocol."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from safs_smac import pruning
+from safs_smac.problem import WORST_COST, trial_cost
+from safs_smac.search import expand_network_config, load_result, optimize
+
+
+def test_cost_ranks_by_accuracy_and_breaks_ties_by_loss() -> None:
+    n_val = 500
+    # One more correct image beats any loss difference ...
+    assert trial_cost(0.102, 50.0, n_val) < trial_cost(0.100, 0.0, n_val)
+    # ... and equal accuracies are ranked by the loss.
+    assert trial_cost(0.1, 2.2, n_val) < trial_cost(0.1, 2.3, n_val)
+    # Every finished trial stays better than a diverged one.
+    assert trial_cost(0.0, 1e6, n_val) < WORST_COST
+    assert trial_cost(0.7, 1.0, n_val, "error") == pytest.approx(0.3)
+
+
+def test_gradual_schedule_reaches_the_rate_and_fine_tunes_between_rounds(make_problem) -> None:
+    gradual = make_problem(prune_schedule=pruning.Gradual(rounds=3, epochs_per_round=1))
+    one_shot = make_problem()
+    assert gradual.prune_epochs == 2 and one_shot.prune_epochs == 0
+    state = gradual.pruned_checkpoint()
+    assert state["prune_epochs"] == 2
+    assert state["sparsity"] == pytest.approx(0.99, abs=0.005)
+    # Same dense network, different survivors: fine-tuning between rounds moved the weights.
+    masks_g, masks_o = state["masks"], one_shot.pruned_checkpoint()["masks"]
+    assert masks_g.keys() == masks_o.keys()
+    assert any(not torch.equal(masks_g[k], masks_o[k]) for k in masks_g)
+    assert gradual.settings()["prune_schedule"]["rounds"] == 3
+
+
+def test_gradual_without_training_is_iterative_pruning(make_problem) -> None:
+    problem = make_problem()
+    model = problem._model_for_data()
+    model.load_state_dict(problem.dense_checkpoint()["state_dict"])
+    reference = problem._model_for_data()
+    reference.load_state_dict(problem.dense_checkpoint()["state_dict"])
+    pruning.Gradual(rounds=4, epochs_per_round=0).prune(model, 0.9, scope="global")
+    pruning.iterative_magnitude_prune(reference, 0.9, rounds=4, scope="global")
+    masks, expected = pruning.get_masks(model), pruning.get_masks(reference)
+    assert all(torch.equal(masks[k], expected[k]) for k in masks)
+
+
+def test_unknown_schedule_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="valid schedules: one-shot, gradual"):
+        pruning.resolve_schedule("lottery")
+    with pytest.raises(ValueError, match="rounds must be an integer >= 1"):
+        pruning.Gradual(rounds=0)
+    assert isinstance(pruning.resolve_schedule("one_shot"), pruning.OneShot)
+
+
+def test_expand_network_config_sets_every_site(make_problem) -> None:
+    problem = make_problem()
+    network = problem.with_space(granularity="network")
+    config = dict(network.configspace.sample_configuration())
+    expanded = expand_network_config(config, problem.configspace)
+    for site in problem.sites:
+        assert expanded[f"act:{site}"] == config["act:all"]
+        assert expanded[f"alpha:{site}"] == pytest.approx(config["alpha:all"])
+    assert problem.decode(expanded) == network.decode(config)
+
+
+def test_staged_run_warm_starts_the_layer_search_and_picks_by_validation(
+    make_problem, tmp_path
+) -> None:
+    problem = make_problem()
+    out = tmp_path / "run"
+    result = optimize(problem, "smac-hpo", n_trials=4, max_budget=1, output_dir=out, progress=False)
+    first, second = result.stages["stage1"], result.stages["stage2"]
+    assert "act:all" in first.incumbent and f"act:{problem.sites[0]}" in second.incumbent
+    # The per-layer search started from the network-level incumbent, expanded to every site.
+    history = json.loads((out / "stage2" / "smac" / "0" / "runhistory.json").read_text())
+    first_config = history["configs"]["1"]
+    expected = expand_network_config(first.incumbent, problem.configspace)
+    assert first_config == pytest.approx(dict(expected))
+    # Validation decides between the two stages; test never does.
+    assert result.final.val_accuracy == max(first.final.val_accuracy, second.final.val_accuracy)
+    assert result.references["single_operator"] == first.final
+    summary = json.loads((out / "summary.json").read_text())
+    assert "single_operator" in summary["references"]
+    assert json.loads((out / "run.json").read_text())["protocol"] == "staged"
+    loaded = load_result(out)
+    assert loaded.final == result.final
+    assert loaded.references.keys() == result.references.keys()
+    # Running the same command again returns the finished run.
+    again = optimize(problem, "smac-hpo", n_trials=4, max_budget=1, output_dir=out, progress=False)
+    assert again.final == result.final
+
+
+def test_staged_refuses_optimizers_without_a_surrogate(make_problem, tmp_path) -> None:
+    with pytest.raises(ValueError, match="protocol='staged' warm-starts"):
+        optimize(make_problem(), "lahc", protocol="staged", n_trials=2, output_dir=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
