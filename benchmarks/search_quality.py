@@ -307,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("safs_runs/search_quality"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality"))
     parser.add_argument("--quick", action="store_true", help="synthetic data, tiny budgets")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="build runs.csv and table.md from the finished jobs in --work-dir, run nothing",
+    )
     args = parser.parse_args(argv)
     args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(args.rows) - set(DEFAULT_ROWS) - set(EXTRA_ROWS))
@@ -321,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     jobs = [(scope, seed) for scope in scopes for seed in seeds]
     start = time.perf_counter()
-    if args.workers > 1:
+    if args.report_only:
+        finished = sorted((Path(args.work_dir) / "jobs").glob("*.json"))
+        results = [json.loads(path.read_text()) for path in finished]
+    elif args.workers > 1:
         with ProcessPoolExecutor(args.workers) as pool:
             results = list(pool.map(run_job, [args] * len(jobs), *zip(*jobs, strict=True)))
     else:
@@ -340,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads_per_job": args.threads,
         "wall_seconds": time.perf_counter() - start,
     }
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
+    if not args.report_only:  # keep the meta of the run that computed the jobs
+        (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
     print(table)
     return 0
 

@@ -546,12 +546,9 @@ def _optimize_one(
             **_limit_settings(search),
             **extra,
         )
-    finished = prepare_run_dir(output_dir, settings, overwrite=overwrite)
+    finished = _claim_run_dir(problem, output_dir, settings, overwrite=overwrite)
     if finished is not None:
-        logger.info("%s already holds this finished run; returning its results", output_dir)
         return finished
-    # The problem warms its caches (dense training, pruning) before the search's clock starts.
-    problem.pruned_checkpoint()
     if ask_tell is None:
         incumbent, cost, trials = _run_smac(
             problem, optimizer, output_dir, search, desc, initial_configs
@@ -818,21 +815,7 @@ def _optimize_paper(
             "protocol='paper' keeps the pruning rate fixed, as the paper did; drop search_rate "
             "or use protocol='joint'"
         )
-    n1 = (
-        search.n_trials // 2
-        if stage1_trials is None
-        else _positive_int("stage1_trials", stage1_trials)
-    )
-    n2 = (
-        search.n_trials - n1
-        if stage2_trials is None
-        else _positive_int("stage2_trials", stage2_trials)
-    )
-    if n1 < 1 or n2 < 1:
-        raise ValueError(
-            f"protocol='paper' needs at least one trial per stage, got {n1} and {n2} from "
-            f"n_trials={search.n_trials}; raise n_trials or pass stage1_trials and stage2_trials"
-        )
+    n1, n2 = _stage_split(search.n_trials, stage1_trials, stage2_trials, "paper")
     e1 = (
         search.final_epochs
         if stage1_epochs is None
@@ -857,29 +840,25 @@ def _optimize_paper(
     _check_optimizer_settings(stage2_opt, stage2)
 
     problem.max_budget = search.final_epochs  # as for a joint run: part of the run's identity
-    settings = run_settings(
+    stage1_settings = {
+        "optimizer": stage1_opt,
+        "n_trials": n1,
+        "epochs": e1,
+        "optimizer_kwargs": search.optimizer_kwargs,
+    }
+    stage2_settings = {"optimizer": stage2_opt, "n_trials": n2, "epochs": e2}
+    finished = _start_two_stage_run(
         problem,
         f"paper-{stage1_opt}-{stage2_opt}",
-        protocol="paper",
-        stage1={
-            "optimizer": stage1_opt,
-            "n_trials": n1,
-            "epochs": e1,
-            "optimizer_kwargs": search.optimizer_kwargs,
-        },
-        stage2={"optimizer": stage2_opt, "n_trials": n2, "epochs": e2},
-        walltime=search.walltime,
-        min_budget=search.min_budget,
-        max_budget=search.max_budget,
-        seed=search.seed,
-        n_workers=search.n_workers,
-        eta=search.eta,
+        "paper",
+        output_dir,
+        search,
+        overwrite=overwrite,
+        stage1=stage1_settings,
+        stage2=stage2_settings,
     )
-    finished = prepare_run_dir(output_dir, settings, overwrite=overwrite)
     if finished is not None:
-        logger.info("%s already holds this finished run; returning its results", output_dir)
         return finished
-    problem.pruned_checkpoint()  # load once; both stage problems share the checkpoints
 
     extra = {"protocol": "paper", "final_epochs": search.final_epochs}
     operators_problem = problem.with_space(stage="operators")
@@ -926,6 +905,48 @@ def _optimize_paper(
     return result
 
 
+def _start_two_stage_run(
+    problem: SAFSProblem,
+    label: str,
+    protocol: str,
+    output_dir: Path,
+    search: _SearchSettings,
+    *,
+    overwrite: bool,
+    **settings: Any,
+) -> SearchResult | None:
+    """Claim the run directory of a two-stage protocol; the result if it already finished.
+
+    The checkpoints are loaded once here: both stage problems share them.
+    """
+    identity = run_settings(
+        problem,
+        label,
+        protocol=protocol,
+        walltime=search.walltime,
+        min_budget=search.min_budget,
+        max_budget=search.max_budget,
+        seed=search.seed,
+        n_workers=search.n_workers,
+        eta=search.eta,
+        **settings,
+    )
+    return _claim_run_dir(problem, output_dir, identity, overwrite=overwrite)
+
+
+def _claim_run_dir(
+    problem: SAFSProblem, output_dir: Path, settings: dict[str, Any], *, overwrite: bool
+) -> SearchResult | None:
+    """:func:`prepare_run_dir`, then warm the problem's caches (dense training, pruning) before
+    any search clock starts; the result instead when this run already finished."""
+    finished = prepare_run_dir(output_dir, settings, overwrite=overwrite)
+    if finished is not None:
+        logger.info("%s already holds this finished run; returning its results", output_dir)
+        return finished
+    problem.pruned_checkpoint()
+    return None
+
+
 def _stage_split(
     n_trials: int, stage1_trials: int | None, stage2_trials: int | None, protocol: str
 ) -> tuple[int, int]:
@@ -962,25 +983,19 @@ def _optimize_staged(
             "at their defaults ('joint', 'layer') or use protocol='joint'"
         )
     n1, n2 = _stage_split(search.n_trials, stage1_trials, stage2_trials, "staged")
-    settings = run_settings(
+    finished = _start_two_stage_run(
         problem,
         f"staged-{optimizer}",
-        protocol="staged",
+        "staged",
+        output_dir,
+        search,
+        overwrite=overwrite,
         stage1={"granularity": "network", "n_trials": n1},
         stage2={"granularity": "layer", "n_trials": n2},
-        walltime=search.walltime,
-        min_budget=search.min_budget,
-        max_budget=search.max_budget,
-        seed=search.seed,
-        n_workers=search.n_workers,
-        eta=search.eta,
         **_limit_settings(search),
     )
-    finished = prepare_run_dir(output_dir, settings, overwrite=overwrite)
     if finished is not None:
-        logger.info("%s already holds this finished run; returning its results", output_dir)
         return finished
-    problem.pruned_checkpoint()
     extra = {"protocol": "staged"}
     network_problem = problem.with_space(granularity="network")
     first = _optimize_one(
