@@ -39,6 +39,7 @@ from torch.nn.utils import prune
 
 __all__ = [
     "PRUNING_SCHEDULES",
+    "SPARSE_FINETUNE",
     "Gradual",
     "LayerSparsity",
     "OneShot",
@@ -356,6 +357,14 @@ def iterative_magnitude_prune(
 # Schedules: how a dense model reaches its final sparsity
 # --------------------------------------------------------------------------------------------
 
+#: A fine-tuning recipe (``training.Recipe`` changes) that recovers highly sparse networks robustly:
+#: gradual pruning fine-tunes with it between rounds, the staged search screens operators with it.
+SPARSE_FINETUNE: tuple[tuple[str, object], ...] = (
+    ("optimizer", "adam"),
+    ("lr", 0.01),
+    ("scheduler", "cosine"),
+)
+
 #: Fine-tunes a model in place between pruning rounds:
 #: ``finetune(model, epochs, recipe_overrides)``.
 Finetune = Callable[[nn.Module, int, Mapping[str, object]], None]
@@ -409,11 +418,7 @@ class Gradual(PruningSchedule):
 
     rounds: int = 6
     epochs_per_round: int = 3
-    recipe: tuple[tuple[str, object], ...] = (
-        ("optimizer", "adam"),
-        ("lr", 0.01),
-        ("scheduler", "cosine"),
-    )
+    recipe: tuple[tuple[str, object], ...] = SPARSE_FINETUNE
     name = "gradual"
 
     def __post_init__(self) -> None:

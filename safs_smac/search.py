@@ -65,6 +65,7 @@ from safs_smac.optimizers import (
     run_optimizer,
 )
 from safs_smac.problem import WORST_COST, FinalEvaluation, SAFSProblem
+from safs_smac.pruning import SPARSE_FINETUNE
 from safs_smac.report import (
     format_table,
     plot_trajectory,
@@ -990,7 +991,7 @@ def _optimize_staged(
         output_dir,
         search,
         overwrite=overwrite,
-        stage1={"granularity": "network", "n_trials": n1},
+        stage1={"granularity": "network", "n_trials": n1, "warm_start": "operators"},
         stage2={"granularity": "layer", "n_trials": n2},
         **_limit_settings(search),
     )
@@ -1006,6 +1007,7 @@ def _optimize_staged(
         overwrite=False,
         extra_settings={**extra, "stage": 1},
         desc=f"stage 1, network level ({optimizer})",
+        initial_configs=operator_screen(network_problem.configspace)[:n1],
     )
     warm_start = [
         expand_network_config(first.incumbent, problem.configspace),
@@ -1054,6 +1056,26 @@ def _optimize_staged(
         incumbent_extra={"stage": chosen_name},
     )
     return result
+
+
+def operator_screen(network_space: Any) -> list[Configuration]:
+    """One configuration per operator for the whole network, fine-tuned with a robust recipe.
+
+    The dense recipe is a poor start for a pruned network (at 99% sparsity it often stays at
+    chance), so the network-level search begins with every operator under
+    :data:`safs_smac.pruning.SPARSE_FINETUNE` (Adam, lr 0.01, cosine decay; unit initial scales,
+    learned): the single-operator baseline, inside the search.
+    """
+    recipe = {f"ft:{key}": value for key, value in dict(SPARSE_FINETUNE).items()}
+    configs = []
+    for op in network_space[f"act:{NETWORK_SITE}"].choices:
+        values = dict(network_space.get_default_configuration())
+        values.update({f"act:{NETWORK_SITE}": op, **recipe})
+        values = {
+            k: v for k, v in values.items() if k != "ft:momentum" or values["ft:optimizer"] == "sgd"
+        }
+        configs.append(Configuration(network_space, values=values))
+    return configs
 
 
 def expand_network_config(

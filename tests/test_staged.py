@@ -9,7 +9,7 @@ import torch
 
 from safs_smac import pruning
 from safs_smac.problem import WORST_COST, trial_cost
-from safs_smac.search import expand_network_config, load_result, optimize
+from safs_smac.search import expand_network_config, load_result, operator_screen, optimize
 
 
 def test_cost_ranks_by_accuracy_and_breaks_ties_by_loss() -> None:
@@ -76,7 +76,12 @@ def test_staged_run_warm_starts_the_layer_search_and_picks_by_validation(
     result = optimize(problem, "smac-hpo", n_trials=4, max_budget=1, output_dir=out, progress=False)
     first, second = result.stages["stage1"], result.stages["stage2"]
     assert "act:all" in first.incumbent and f"act:{problem.sites[0]}" in second.incumbent
-    # The per-layer search started from the network-level incumbent, expanded to every site.
+    # The network-level search screened operators with the robust recipe first ...
+    screened = json.loads((out / "stage1" / "smac" / "0" / "runhistory.json").read_text())
+    first_screen = operator_screen(problem.with_space(granularity="network").configspace)[0]
+    assert screened["configs"]["1"] == pytest.approx(dict(first_screen))
+    assert first_screen["ft:optimizer"] == "adam" and first_screen["ft:scheduler"] == "cosine"
+    # ... and the per-layer search started from its incumbent, expanded to every site.
     history = json.loads((out / "stage2" / "smac" / "0" / "runhistory.json").read_text())
     first_config = history["configs"]["1"]
     expected = expand_network_config(first.incumbent, problem.configspace)
