@@ -1,0 +1,44 @@
+"""benchmarks/search_quality.py --quick: every row, paired comparisons, resumable jobs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "search_quality.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("search_quality", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_run_writes_every_row_and_the_paired_comparisons(tmp_path) -> None:
+    bench = _load()
+    argv = ["--quick", "--workers", "1", "--scopes", "global"]
+    argv += ["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
+    assert bench.main(argv) == 0
+    runs = pd.read_csv(tmp_path / "out" / "runs.csv")
+    assert len(runs) == 2 * len(bench.DEFAULT_ROWS)  # two seeds
+    assert set(runs["method"]) == set(bench.DEFAULT_ROWS)
+    assert runs["test_accuracy"].between(0, 1).all()
+    by_method = runs.groupby("method")
+    # No search behind the pruning baselines; gradual pruning's own epochs are reported apart.
+    assert (by_method["selection_epochs"].max()[["oneshot_mp", "gradual_mp"]] == 0).all()
+    assert by_method["prune_epochs"].max()["gradual_safs"] == 15
+    assert by_method["prune_epochs"].max()["oneshot_safs"] == 0
+    # The grid evaluates every operator at two learning rates at the max budget (2 epochs).
+    grid = runs[runs["method"] == "oneshot_single_op"]["selection_epochs"]
+    assert (grid == 14 * len(bench.GRID_LRS) * 2).all()
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "gradual + SAFS vs gradual + tuned fine-tuning" in table
+    assert "| comparison | mean gain (test points) | wins | Wilcoxon p |" in table
+    # Finished jobs are reused: a second run recomputes nothing and writes the same table.
+    assert bench.main([*argv, "--report-only"]) == 0
+    assert (tmp_path / "out" / "table.md").read_text() == table
