@@ -660,14 +660,13 @@ def _run_smac(
         # Our target is deterministic for a seed: one evaluation per configuration is enough.
         kwargs["intensifier"] = facade_cls.get_intensifier(scenario, max_config_calls=1)
     if initial_configs:
-        # Evaluated first, then SMAC's own random initial design, at most a quarter of the
-        # trials as SMAC sizes it (SMAC refuses a design larger than the trial budget).
+        # The warm start takes the place of SMAC's random initial design (sized as SMAC sizes it:
+        # a quarter of the trials); random configurations only fill what it leaves free. SMAC
+        # evaluates its random design before the additional configurations.
         warm = list(initial_configs)[: search.n_trials]
         own = min(10 * len(list(problem.configspace)), max(1, int(0.25 * search.n_trials)))
         kwargs["initial_design"] = facade_cls.get_initial_design(
-            scenario,
-            n_configs=max(0, min(own, search.n_trials - len(warm))),
-            additional_configs=warm,
+            scenario, n_configs=max(0, own - len(warm)), additional_configs=warm
         )
     drop_unfinished_trials(smac_dir / "runhistory.json")
     arguments = parallel.required_arguments(kwargs["intensifier"])
@@ -948,6 +947,11 @@ def _claim_run_dir(
     return None
 
 
+def staged_min_budget(search: _SearchSettings) -> float:
+    """Lowest rung of the staged protocol: ``max(min_budget, max_budget / eta)``."""
+    return max(search.min_budget, search.max_budget / max(search.eta, 1))
+
+
 def _stage_split(
     n_trials: int, stage1_trials: int | None, stage2_trials: int | None, protocol: str
 ) -> tuple[int, int]:
@@ -991,14 +995,22 @@ def _optimize_staged(
         output_dir,
         search,
         overwrite=overwrite,
-        stage1={"granularity": "network", "n_trials": n1, "warm_start": "operators"},
-        stage2={"granularity": "layer", "n_trials": n2},
+        stage1={
+            "granularity": "network",
+            "n_trials": n1,
+            "warm_start": "operators",
+            "min_budget": staged_min_budget(search),
+        },
+        stage2={"granularity": "layer", "n_trials": n2, "warm_start": "neighbours"},
         **_limit_settings(search),
     )
     if finished is not None:
         return finished
     extra = {"protocol": "staged"}
     network_problem = problem.with_space(granularity="network")
+    # At high sparsity one epoch from a pruned network tells nothing (every configuration is at
+    # chance), so both stages start their rungs at max_budget / eta: budgets 3 and 9 by default.
+    search = search.replace(min_budget=staged_min_budget(search))
     first = _optimize_one(
         network_problem,
         optimizer,
@@ -1009,10 +1021,9 @@ def _optimize_staged(
         desc=f"stage 1, network level ({optimizer})",
         initial_configs=operator_screen(network_problem.configspace)[:n1],
     )
-    warm_start = [
-        expand_network_config(first.incumbent, problem.configspace),
-        problem.configspace.get_default_configuration(),
-    ]
+    warm_start = refinement_configs(
+        first.incumbent, first.trials, problem.configspace, limit=max(1, n2 // 2)
+    )
     second = _optimize_one(
         problem,
         optimizer,
@@ -1022,7 +1033,7 @@ def _optimize_staged(
         extra_settings={**extra, "stage": 2},
         baseline=first.baseline,
         desc=f"stage 2, per layer ({optimizer})",
-        initial_configs=[c for i, c in enumerate(warm_start) if c not in warm_start[:i]],
+        initial_configs=warm_start,
     )
     # Validation decides, never test: the per-layer result must earn its place.
     chosen, chosen_name = (
@@ -1076,6 +1087,40 @@ def operator_screen(network_space: Any) -> list[Configuration]:
         }
         configs.append(Configuration(network_space, values=values))
     return configs
+
+
+def refinement_configs(
+    incumbent: Configuration,
+    trials: pd.DataFrame,
+    layer_space: Any,
+    *,
+    alternatives: int = 2,
+    limit: int | None = None,
+) -> list[Configuration]:
+    """Where the per-layer search starts: the network-level incumbent on every site, then its
+    single-site neighbours.
+
+    A neighbour changes the operator of one site to one of the ``alternatives`` operators that
+    did best in the network-level search (ranked by the highest budget they reached, then by
+    cost), keeping every other setting; sites take turns so that a ``limit`` shorter than the
+    list still covers every site once before any twice.
+    """
+    base = expand_network_config(incumbent, layer_space)
+    key = f"act:{NETWORK_SITE}"
+    ranked: list[str] = []
+    if not trials.empty and key in trials:
+        budgets = pd.to_numeric(trials["budget"], errors="coerce").fillna(math.inf)
+        frame = trials.assign(_budget=budgets).sort_values(
+            ["_budget", "cost"], ascending=[False, True]
+        )
+        ranked = [op for op in dict.fromkeys(frame[key]) if op != incumbent[key]]
+    sites = [name for name in layer_space if name.startswith("act:")]
+    configs = [base]
+    for alternative in ranked[:alternatives]:
+        for site in sites:
+            if alternative in layer_space[site].choices:
+                configs.append(Configuration(layer_space, values={**dict(base), site: alternative}))
+    return configs if limit is None else configs[:limit]
 
 
 def expand_network_config(
