@@ -1056,7 +1056,7 @@ def _optimize_staged(
         final=chosen.final,
         baseline=second.baseline,
         dense=second.dense,
-        trials=concat_stage_trials({1: first.trials, 2: second.trials}),
+        trials=concat_stage_trials({1: first.trials, 2: second.trials}, later_stage_wins=False),
         stages={"stage1": first, "stage2": second},
         references=references,
         prune_epochs=problem.prune_epochs,
@@ -1171,13 +1171,17 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def concat_stage_trials(stages: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+def concat_stage_trials(
+    stages: Mapping[int, pd.DataFrame], *, later_stage_wins: bool = True
+) -> pd.DataFrame:
     """The trials of consecutive stages as one table with a ``stage`` column.
 
     Trial numbers, cumulative epochs, elapsed time and the incumbent curve
     (:func:`safs_smac.report.incumbent_curve`) run on across the stages, so the anytime curve of
-    a two-stage protocol is comparable with a one-stage run's. The incumbent moves to stage 2 at
-    its first trial: stage 2 searches another space, and its incumbent is the protocol's result.
+    a two-stage protocol is comparable with a one-stage run's. With ``later_stage_wins`` (the
+    paper protocol) the incumbent moves to stage 2 at its first trial: stage 2 searches another
+    space, and its incumbent is the protocol's result. Without it (the staged protocol, whose
+    result is the better of its stages) the budgets of both stages rank together.
     """
     frames = [frame.assign(stage=stage) for stage, frame in stages.items() if len(frame)]
     if not frames:
@@ -1188,7 +1192,15 @@ def concat_stage_trials(stages: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
     epochs = pd.to_numeric(frame["epochs"], errors="coerce").fillna(0)
     frame["cumulative_epochs"] = epochs.cumsum()
     frame["elapsed"] = frame["endtime"] - frame["starttime"].min()
-    return with_incumbent_columns(frame)
+    return _with_stage_curve(frame, later_stage_wins=later_stage_wins)
+
+
+def _with_stage_curve(frame: pd.DataFrame, *, later_stage_wins: bool) -> pd.DataFrame:
+    """The incumbent columns of a (possibly two-stage) trials table, see concat_stage_trials."""
+    if later_stage_wins or "stage" not in frame:
+        return with_incumbent_columns(frame)
+    curve = with_incumbent_columns(frame.drop(columns="stage"))
+    return curve.assign(stage=frame["stage"])[frame.columns.union(curve.columns, sort=False)]
 
 
 def finish_run(
@@ -1328,9 +1340,12 @@ def load_result(output_dir: Path) -> SearchResult:
     output_dir = Path(output_dir)
     summary = read_json(output_dir / "summary.json")
     incumbent_file = read_json(output_dir / "incumbent.json")
-    # Recomputed: results.csv of older versions held best_val_accuracy instead.
-    trials = with_incumbent_columns(pd.read_csv(output_dir / "results.csv"))
     settings = read_json(output_dir / "run.json")
+    # Recomputed: results.csv of older versions held best_val_accuracy instead.
+    trials = _with_stage_curve(
+        pd.read_csv(output_dir / "results.csv"),
+        later_stage_wins=settings.get("protocol") != "staged",
+    )
     stages: dict[str, SearchResult] = {}
     if settings.get("protocol") in ("paper", "staged") and "stage" not in settings:
         stages = {name: load_result(output_dir / name) for name in ("stage1", "stage2")}

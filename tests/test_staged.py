@@ -9,6 +9,7 @@ import torch
 
 from safs_smac import pruning
 from safs_smac.problem import WORST_COST, trial_cost
+from safs_smac.report import incumbent_curve
 from safs_smac.search import expand_network_config, load_result, operator_screen, optimize
 
 
@@ -92,7 +93,12 @@ def test_staged_run_warm_starts_the_layer_search_and_picks_by_validation(
     summary = json.loads((out / "summary.json").read_text())
     assert "single_operator" in summary["references"]
     assert json.loads((out / "run.json").read_text())["protocol"] == "staged"
+    # One anytime curve over both stages: the result is the better stage, so stage 2's first,
+    # low-budget trials do not replace stage 1's incumbent.
+    expected_curve = incumbent_curve(result.trials.drop(columns="stage"))["incumbent_val_accuracy"]
+    assert list(result.trials["incumbent_val_accuracy"]) == list(expected_curve)
     loaded = load_result(out)
+    assert list(loaded.trials["incumbent_val_accuracy"]) == list(expected_curve)
     assert loaded.final == result.final
     assert loaded.references.keys() == result.references.keys()
     # Running the same command again returns the finished run.
