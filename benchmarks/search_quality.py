@@ -11,8 +11,9 @@ Rows (``selection epochs`` = fine-tuning epochs spent choosing the configuration
 = epochs gradual pruning spent before any row):
 
 * ``oneshot_mp``: one-shot magnitude pruning + fine-tuning (dense recipe, default activation).
-* ``oneshot_tuned_ft``: one-shot, SMAC-MF over the fine-tuning hyperparameters (and the default
-  activation's two scales), ``--n-trials`` trials: tuned fine-tuning at SAFS's budget.
+* ``oneshot_tuned_ft``: one-shot, the main job with the default activation as the only operator
+  (fine-tuning hyperparameters and the scales searched, same stages, rungs and trials): tuned
+  fine-tuning at SAFS's budget, and the ablation of the operator search.
 * ``oneshot_single_op``: one-shot, a grid of one operator for the whole network (every SAFS
   operator x Adam with cosine decay at lr 0.01 and 0.03, learned scales), each at the max budget.
 * ``oneshot_safs``: one-shot, the main job (``optimize(problem)``: staged SMAC-MF, ``--n-trials``).
@@ -132,6 +133,9 @@ def _search(
         "smac-mf",
         protocol=protocol,
         n_trials=n_trials,
+        # The rungs of the staged protocol (max_budget / eta and up) for every search, so that
+        # searches with the same trials spend about the same epochs.
+        min_budget=args.max_budget / 3,
         seed=problem.seed,
         output_dir=out,
         progress=False,
@@ -187,15 +191,10 @@ def run_job(args: argparse.Namespace, scope: str, seed: int) -> list[dict[str, A
             if schedule == "gradual":  # the recipe: fine-tune as between the rounds
                 spec = _with_recipe(spec, gradual_recipe)
         elif method.endswith("_tuned_ft"):
-            problem = _problem(
-                args,
-                scope,
-                seed,
-                schedule,
-                granularity="network",
-                operators=[_default_op(args)],
-            )
-            result, selection = _search(problem, args, runs / method, args.n_trials, "joint")
+            # The main job with one candidate operator: the same stages, warm starts, rungs and
+            # trials, so the difference to SAFS is what searching operators adds.
+            problem = _problem(args, scope, seed, schedule, operators=[_default_op(args)])
+            result, selection = _search(problem, args, runs / method, args.n_trials, "staged")
             spec = problem.decode(result.incumbent)
         elif method.endswith("_single_op"):
             problem = _problem(args, scope, seed, schedule, granularity="network")
