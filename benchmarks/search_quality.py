@@ -21,6 +21,8 @@ Rows (``selection epochs`` = fine-tuning epochs spent choosing the configuration
   then the same fine-tuning for the max budget, default activation, no search.
 * ``gradual_tuned_ft``, ``gradual_safs``: as the one-shot rows, starting from the gradual network.
 * ``oneshot_safs_3x`` (with ``--rows``): the main job with three times the trials.
+* ``*_safs_stage1``: the network-level stage of the same SAFS run, finished on its own (its
+  selection epochs are that stage's): what the per-layer stage adds.
 
 Outputs in ``--out``: ``runs.csv`` (one row per scope, seed and method), ``table.md`` (mean +- std
 over seeds, selection epochs, paired Wilcoxon signed-rank tests and wins per seed), ``meta.json``
@@ -66,10 +68,12 @@ LABELS = {
     "oneshot_mp": "one-shot magnitude pruning + fine-tuning (dense recipe)",
     "oneshot_tuned_ft": "one-shot + tuned fine-tuning, default activation",
     "oneshot_single_op": "one-shot + best single operator (grid)",
+    "oneshot_safs_stage1": "one-shot + SAFS stage 1 only (network level)",
     "oneshot_safs": "one-shot + SAFS (main job)",
     "oneshot_safs_3x": "one-shot + SAFS, 3x trials",
     "gradual_mp": "gradual magnitude pruning + fine-tuning",
     "gradual_tuned_ft": "gradual + tuned fine-tuning, default activation",
+    "gradual_safs_stage1": "gradual + SAFS stage 1 only (network level)",
     "gradual_safs": "gradual + SAFS",
 }
 # (row, baseline) pairs compared seed by seed.
@@ -79,6 +83,8 @@ COMPARISONS = (
     ("oneshot_safs", "oneshot_mp"),
     ("gradual_safs", "gradual_tuned_ft"),
     ("gradual_safs", "gradual_mp"),
+    ("oneshot_safs", "oneshot_safs_stage1"),
+    ("gradual_safs", "gradual_safs_stage1"),
     ("oneshot_safs_3x", "oneshot_safs"),
 )
 GRID_LRS = (0.01, 0.03)
@@ -181,6 +187,27 @@ def run_job(args: argparse.Namespace, scope: str, seed: int) -> list[dict[str, A
     runs = Path(args.work_dir) / "runs" / f"{scope}_s{seed}"
     gradual_recipe = {"optimizer": "adam", "lr": 0.01, "scheduler": "cosine"}
     rows = []
+
+    def add_row(method: str, problem: Any, spec: Any, selection: float, start: float) -> None:
+        finals = _finals(problem, spec, args)
+        rows.append(
+            {
+                "scope": scope,
+                "seed": seed,
+                "method": method,
+                "selection_epochs": selection,
+                "prune_epochs": problem.prune_epochs,
+                "final_epochs": args.max_budget,
+                **finals,
+                "seconds": time.perf_counter() - start,
+            }
+        )
+        print(
+            f"{scope} seed {seed} {method}: test {100 * finals['test_accuracy']:.1f} "
+            f"(val {100 * finals['val_accuracy']:.1f}, {selection:g} selection epochs)",
+            flush=True,
+        )
+
     for method in args.rows:
         start = time.perf_counter()
         schedule = "gradual" if method.startswith("gradual") else "one-shot"
@@ -204,24 +231,17 @@ def run_job(args: argparse.Namespace, scope: str, seed: int) -> list[dict[str, A
             n_trials = args.n_trials * (3 if method.endswith("_3x") else 1)
             result, selection = _search(problem, args, runs / method, n_trials, "staged")
             spec = problem.decode(result.incumbent)
-        finals = _finals(problem, spec, args)
-        rows.append(
-            {
-                "scope": scope,
-                "seed": seed,
-                "method": method,
-                "selection_epochs": selection,
-                "prune_epochs": problem.prune_epochs,
-                "final_epochs": args.max_budget,
-                **finals,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        print(
-            f"{scope} seed {seed} {method}: test {100 * finals['test_accuracy']:.1f} "
-            f"(val {100 * finals['val_accuracy']:.1f}, {selection:g} selection epochs)",
-            flush=True,
-        )
+            if not method.endswith("_3x"):
+                # The same run stopped after its network-level stage: what the per-layer stage adds.
+                stage1 = result.stages["stage1"]
+                add_row(
+                    f"{method}_stage1",
+                    problem,
+                    problem.decode(stage1.incumbent),
+                    float(stage1.summary()["total_epochs"]),
+                    time.perf_counter(),
+                )
+        add_row(method, problem, spec, selection, start)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     tmp.write_text(json.dumps(rows))

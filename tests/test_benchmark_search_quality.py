@@ -25,8 +25,11 @@ def test_quick_run_writes_every_row_and_the_paired_comparisons(tmp_path) -> None
     argv += ["--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "out")]
     assert bench.main(argv) == 0
     runs = pd.read_csv(tmp_path / "out" / "runs.csv")
-    assert len(runs) == 2 * len(bench.DEFAULT_ROWS)  # two seeds
-    assert set(runs["method"]) == set(bench.DEFAULT_ROWS)
+    stage1_rows = {"oneshot_safs_stage1", "gradual_safs_stage1"}  # from the SAFS runs themselves
+    assert set(runs["method"]) == set(bench.DEFAULT_ROWS) | stage1_rows
+    assert len(runs) == 2 * len(set(runs["method"]))  # two seeds
+    by_seed = runs.set_index(["method", "seed"])["selection_epochs"]
+    assert (by_seed["gradual_safs_stage1"] < by_seed["gradual_safs"]).all()
     assert runs["test_accuracy"].between(0, 1).all()
     by_method = runs.groupby("method")
     # No search behind the pruning baselines; gradual pruning's own epochs are reported apart.
