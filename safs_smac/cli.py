@@ -40,6 +40,41 @@ def _rate_range(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _epochs(text: str) -> float:
+    """A finite number of fine-tuning epochs > 0 (inf and nan are refused before anything runs)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of epochs, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of epochs > 0, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """Seconds > 0; ``inf`` means no limit, ``nan`` is refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if math.isnan(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 (or inf for no limit), got {text}")
+    return value
+
+
+def _eta(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 2, got {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"successive halving keeps 1/eta of the configurations per rung, so eta must be an "
+            f"integer >= 2, got {value}; the usual value is 3"
+        )
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line naming the problem and the fix (exit 2)."""
 
@@ -142,20 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--walltime",
-        type=float,
+        type=_seconds,
         default=math.inf,
         help="search wall-clock limit in seconds (--protocol paper: of each stage)",
     )
     run.add_argument(
-        "--min-budget", type=float, default=DEFAULT_MIN_BUDGET, help="fewest fine-tuning epochs"
+        "--min-budget", type=_epochs, default=DEFAULT_MIN_BUDGET, help="fewest fine-tuning epochs"
     )
     run.add_argument(
         "--max-budget",
-        type=float,
+        type=_epochs,
         default=DEFAULT_MAX_BUDGET,
         help="most fine-tuning epochs (also used to retrain the incumbent and the baseline)",
     )
-    run.add_argument("--eta", type=int, default=3, help="successive-halving reduction factor")
+    run.add_argument("--eta", type=_eta, default=3, help="successive-halving reduction factor")
     run.add_argument(
         "--output-dir",
         type=Path,

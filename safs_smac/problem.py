@@ -188,8 +188,17 @@ class SAFSProblem:
             raise ValueError(
                 f"unknown pruning {pruning!r}; valid values: {', '.join(PRUNING_SCOPES)}"
             )
-        if int(max_budget) < 1:
-            raise ValueError(f"max_budget must be >= 1 epoch, got {max_budget}")
+        if (
+            isinstance(max_budget, bool)
+            or not isinstance(max_budget, (int, float))
+            or not math.isfinite(max_budget)
+            or int(max_budget) != max_budget
+            or max_budget < 1
+        ):
+            raise ValueError(
+                f"max_budget must be a whole number of epochs >= 1, got {max_budget!r}; "
+                f"pass e.g. max_budget=9"
+            )
         if dense_epochs is not None and int(dense_epochs) < 0:
             raise ValueError(f"dense_epochs must be >= 0, got {dense_epochs}")
         if objective not in OBJECTIVES:

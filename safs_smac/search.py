@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import shutil
@@ -404,8 +405,14 @@ def optimize(
             f"budgets must satisfy 0 < min_budget <= max_budget, got min {min_budget} and max "
             f"{max_budget}; lower --min-budget or raise --max-budget"
         )
-    if walltime <= 0:
-        raise ValueError(f"walltime must be positive seconds, got {walltime}")
+    if not math.isfinite(max_budget):
+        raise ValueError(f"max_budget must be a finite number of epochs, got {max_budget}")
+    if math.isnan(walltime) or walltime <= 0:
+        raise ValueError(f"walltime must be positive seconds (inf: no limit), got {walltime}")
+    if isinstance(eta, bool) or int(eta) != eta or int(eta) < 2:
+        raise ValueError(
+            f"eta must be an integer >= 2 (successive halving keeps 1/eta per rung), got {eta!r}"
+        )
     search = _SearchSettings(
         n_trials=int(n_trials),
         walltime=float(walltime),
@@ -1285,9 +1292,12 @@ def prepare_run_dir(
                 previous.get(ENVIRONMENT_KEY),
                 settings.get(ENVIRONMENT_KEY),
             )
-        same = _identity(previous) == _identity(settings)
+        # Compared as JSON: a tuple in the live settings is a list once written (search_rate).
+        same = _identity(previous) == _identity(json.loads(json.dumps(settings)))
         if not same and not overwrite:
-            changed = sorted(_changed_keys(_identity(previous), _identity(settings)))
+            changed = sorted(
+                _changed_keys(_identity(previous), _identity(json.loads(json.dumps(settings))))
+            )
             raise ValueError(
                 f"output directory {output_dir} holds a different run (changed: "
                 f"{', '.join(changed)}); choose another --output-dir or pass --overwrite"

@@ -274,3 +274,18 @@ def test_changed_code_mid_search_is_a_clear_error_not_a_prompt(make_problem, tmp
     import smac.main.smbo
 
     assert "input" not in vars(smac.main.smbo)  # SMAC's own prompt is back in place
+
+
+def test_a_search_rate_run_resumes_with_the_identical_command(make_problem, tmp_path) -> None:
+    # search_rate is a tuple in the live settings and a list in run.json: still the same run.
+    out = tmp_path / "run"
+    kwargs = {"n_trials": 2, "max_budget": 1, "output_dir": out, "progress": False}
+    first = optimize(make_problem(search_rate=(0.9, 0.99)), "random", **kwargs)
+    again = optimize(make_problem(search_rate=(0.9, 0.99)), "random", **kwargs)
+    assert again.final == first.final
+
+
+def test_problem_refuses_a_fractional_max_budget(make_problem) -> None:
+    with pytest.raises(ValueError, match="whole number of epochs >= 1, got 1.9"):
+        make_problem(max_budget=1.9)
+    assert make_problem(max_budget=3.0).max_budget == 3
