@@ -26,6 +26,7 @@ __all__ = [
     "summary_table",
     "trials_dataframe",
     "with_incumbent_columns",
+    "work_summary",
 ]
 
 # The files a finished run directory holds next to SMAC's own directory.
@@ -160,6 +161,31 @@ def with_incumbent_columns(trials: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def work_summary(trials: pd.DataFrame) -> dict[str, float]:
+    """What a search cost: epochs budgeted and run, seconds in the target and in the search.
+
+    ``epochs_budgeted`` sums the trials' budgets (a trial without a budget counts the epochs it was
+    asked to run), ``epochs_run`` the epochs that actually ran (a diverged trial stops early);
+    ``target_seconds`` is the time inside the target function, ``search_seconds`` the span from
+    the first trial's start to the last trial's end (a resumed run includes its downtime), and
+    ``overhead_share`` the rest's share of it: the optimiser, the runner and our bookkeeping.
+    """
+    if trials.empty:
+        return {}
+    epochs = pd.to_numeric(trials.get("epochs"), errors="coerce").fillna(0.0)
+    budgets = pd.to_numeric(trials.get("budget"), errors="coerce")
+    budgeted = budgets.fillna(epochs) if budgets is not None else epochs
+    target = float(pd.to_numeric(trials.get("seconds"), errors="coerce").fillna(0.0).sum())
+    span = float(trials["endtime"].max() - trials["starttime"].min())
+    return {
+        "epochs_budgeted": float(budgeted.round().sum()),
+        "epochs_run": float(epochs.sum()),
+        "target_seconds": target,
+        "search_seconds": span,
+        "overhead_share": max(0.0, 1.0 - target / span) if span > 0 else 0.0,
+    }
+
+
 def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """The paper's table shape: dense, magnitude pruning + fine-tuning, SAFS (val and test, %)."""
     rows = []
@@ -216,7 +242,14 @@ def format_table(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"Gradual pruning spent {summary['prune_epochs']} fine-tuning epochs before any row."
         )
-    if summary.get("total_epochs") is not None:
+    work = summary.get("work") or {}
+    if work:
+        lines.append(
+            f"Search: {work['epochs_run']:g} fine-tuning epochs run of {work['epochs_budgeted']:g} "
+            f"budgeted; {work['target_seconds']:.1f} s training in {work['search_seconds']:.1f} s "
+            f"of search ({100 * work['overhead_share']:.0f}% optimiser and bookkeeping)."
+        )
+    elif summary.get("total_epochs") is not None:
         lines.append(f"Search: {summary['total_epochs']:g} fine-tuning epochs over all trials.")
     incumbent = summary.get("incumbent")
     if incumbent is not None:

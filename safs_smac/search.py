@@ -72,6 +72,7 @@ from safs_smac.report import (
     plot_trajectory,
     trials_dataframe,
     with_incumbent_columns,
+    work_summary,
     write_csv,
 )
 from safs_smac.space import NETWORK_SITE
@@ -183,6 +184,7 @@ class SearchResult:
             "n_trials": len(self.trials),
             "total_epochs": _total_epochs(self.trials),
             "prune_epochs": self.prune_epochs,
+            "work": work_summary(self.trials),
         }
         if self.references:
             summary["references"] = {k: v.to_dict() for k, v in self.references.items()}

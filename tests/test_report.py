@@ -85,3 +85,22 @@ def test_trajectory_plot(tmp_path, budgets) -> None:
     # An old results.csv without the incumbent columns plots too (the curve is recomputed).
     plot_trajectory(trials.assign(best_val_accuracy=0.9), tmp_path / "old.png")
     plot_trajectory(pd.DataFrame(), tmp_path / "empty.png")
+
+
+def test_work_summary_counts_epochs_and_the_optimiser_share() -> None:
+    from safs_smac.report import work_summary
+
+    trials = pd.DataFrame(
+        {
+            "budget": [1.0, 3.0, 9.0],
+            "epochs": [1, 2, 9],  # the 3-epoch trial diverged after 2 epochs
+            "seconds": [1.0, 2.0, 9.0],
+            "starttime": [0.0, 2.0, 5.0],
+            "endtime": [1.5, 4.5, 15.0],
+        }
+    )
+    work = work_summary(trials)
+    assert work["epochs_budgeted"] == 13 and work["epochs_run"] == 12
+    assert work["target_seconds"] == 12.0 and work["search_seconds"] == 15.0
+    assert work["overhead_share"] == pytest.approx(0.2)
+    assert work_summary(pd.DataFrame()) == {}
