@@ -343,6 +343,26 @@ def check_scheduler_file(scheduler_file: str | Path) -> Path:
     return path
 
 
+class WithoutBudget:
+    """``target(config, seed)`` for a ``target(config, seed, budget)`` run without budgets.
+
+    A plain class (not a lambda or ``functools.partial``, whose signature still shows ``budget``)
+    so that it pickles to Dask workers.
+    """
+
+    def __init__(self, target: Callable[..., Any]) -> None:
+        self.target = target
+
+    def __call__(self, config: Any, seed: int = 0) -> Any:
+        return self.target(config, seed=seed)
+
+    @property
+    def __code__(self) -> Any:
+        # SMAC hashes the target's code into the run's meta: the wrapped target's, so runs made
+        # before this wrapper existed still resume.
+        return self.target.__code__
+
+
 def make_runner(
     scenario: Scenario,
     target: Callable[..., Any],
@@ -352,6 +372,10 @@ def make_runner(
     worker_timeout: float | None = LOCAL_WORKER_TIMEOUT,
 ) -> AbstractRunner:
     """A :class:`TrialRunner` for ``target``, on the Dask workers of ``client`` when given."""
+    if "budget" not in arguments:
+        # SMAC warns about every target argument it does not set; a search without budgets
+        # evaluates at the max budget, which is what ``budget=None`` already means.
+        target = WithoutBudget(target)
     runner = TrialRunner(scenario, target, required_arguments=list(arguments))
     if client is None:
         return runner

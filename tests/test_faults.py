@@ -54,6 +54,7 @@ def test_crash_divergence_timeout_and_memoryout_are_recorded(tmp_path) -> None:
     result = optimize(
         problem,
         "smac-hpo",
+        protocol="joint",  # one SMAC run: trial numbers map to the faults one to one
         n_trials=6,
         max_budget=1,
         output_dir=out,
@@ -118,7 +119,14 @@ def test_a_trial_that_kills_its_dask_workers_is_recorded_as_crashed(tmp_path) ->
     problem = _problem(tmp_path, {2: "doomed"})
     out = tmp_path / "run"
     optimize(
-        problem, "smac-hpo", n_trials=4, max_budget=1, output_dir=out, progress=False, n_workers=2
+        problem,
+        "smac-hpo",
+        protocol="joint",
+        n_trials=4,
+        max_budget=1,
+        output_dir=out,
+        progress=False,
+        n_workers=2,
     )
     rows = _rows(out)
     assert len(rows) == 4
