@@ -473,7 +473,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     print()
     print(f"{len(trials)} trials, {trials['epochs'].sum():.0f} fine-tuning epochs")
-    plot_trajectory(trials, args.output_dir / "trajectory.png")
+    references = {"pruning + fine-tuning (retrained)": summary["baseline"]["val_accuracy"]}
+    if summary.get("chance") is not None:
+        references["chance"] = summary["chance"]
+    plot_trajectory(trials, args.output_dir / "trajectory.png", references=references)
     if dnr:
         plot_dnr(dnr, args.output_dir / "dnr.png", title="incumbent: dead neuron rate per site")
     print(f"plots in {args.output_dir}")

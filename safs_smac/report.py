@@ -266,19 +266,29 @@ def format_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_trajectory(trials: pd.DataFrame, path: str | Path, *, title: str = "") -> Path:
+def plot_trajectory(
+    trials: pd.DataFrame,
+    path: str | Path,
+    *,
+    title: str = "",
+    references: Mapping[str, float] | None = None,
+) -> Path:
     """The incumbent curve against cumulative fine-tuning epochs and wall time, with the trials.
 
     The curve is :func:`incumbent_curve` (recomputed, so results.csv files written before it
     existed plot the same way); a marker shows each point where the incumbent moves to a higher
     budget (or the next stage), and the trials are scattered, one colour per budget.
+    ``references`` (label -> validation accuracy in [0, 1], e.g. chance level and the pruning
+    baseline) are drawn as horizontal lines, so a gain reads against what it is a gain over.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    # One shared y-axis from 0 to 100%: a gain of one point must look like one point.
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True, sharey=True)
+    axes[0].set_ylim(0, 100)
     xs = ("cumulative_epochs", "elapsed")
     if not trials.empty:
         budgets, values, changed = _incumbent_steps(trials)
@@ -332,6 +342,11 @@ def plot_trajectory(trials: pd.DataFrame, path: str | Path, *, title: str = "") 
                         fontsize=7,
                         color="C3",
                     )
+        for k, (label, value) in enumerate((references or {}).items()):
+            for axis in axes:
+                axis.axhline(
+                    100.0 * value, color="0.4", ls=(0, (4, 2 + 2 * k)), lw=1.0, label=label
+                )
         axes[0].legend(fontsize=7, loc="best")
     axes[0].set_xlabel("cumulative fine-tuning epochs")
     axes[1].set_xlabel("wall time (s)")

@@ -910,6 +910,7 @@ def _optimize_paper(
         result,
         title=f"{problem.model_name} / {problem.dataset_name} (paper protocol)",
         incumbent_extra={"stage1_config": _plain(first.incumbent)},
+        chance=_chance(problem),
     )
     return result
 
@@ -1074,6 +1075,7 @@ def _optimize_staged(
         result,
         title=f"{problem.model_name} / {problem.dataset_name} (staged)",
         incumbent_extra={"stage": chosen_name},
+        chance=_chance(problem),
     )
     return result
 
@@ -1248,12 +1250,22 @@ def finish_run(
         trials=trials,
         prune_epochs=problem.prune_epochs,
     )
-    _write_result(result, title=f"{problem.model_name} / {problem.dataset_name}")
+    _write_result(
+        result, title=f"{problem.model_name} / {problem.dataset_name}", chance=_chance(problem)
+    )
     return result
 
 
+def _chance(problem: SAFSProblem) -> float:
+    return 1.0 / problem.dataset.num_classes
+
+
 def _write_result(
-    result: SearchResult, *, title: str, incumbent_extra: Mapping[str, Any] | None = None
+    result: SearchResult,
+    *,
+    title: str,
+    incumbent_extra: Mapping[str, Any] | None = None,
+    chance: float | None = None,
 ) -> None:
     output_dir = result.output_dir
     write_csv(result.trials, output_dir / "results.csv")
@@ -1267,9 +1279,17 @@ def _write_result(
             **dict(incumbent_extra or {}),
         },
     )
-    plot_trajectory(result.trials, output_dir / "trajectory.png", title=title)
+    references = {"pruning + fine-tuning (retrained)": result.baseline.val_accuracy}
+    if chance is not None:
+        references["chance"] = chance
+    plot_trajectory(
+        result.trials, output_dir / "trajectory.png", title=title, references=references
+    )
     # summary.json last: its presence marks the run as finished.
-    atomic_write_json(output_dir / "summary.json", result.summary())
+    summary = result.summary()
+    if chance is not None:
+        summary["chance"] = chance  # for `safs-smac report`'s plot
+    atomic_write_json(output_dir / "summary.json", summary)
 
 
 def _plain(config: Configuration) -> dict[str, Any]:
