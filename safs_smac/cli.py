@@ -447,12 +447,16 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from safs_smac.report import format_table, load_summary, plot_dnr, plot_trajectory
+    from safs_smac.report import (
+        format_table,
+        load_summary,
+        plot_dnr,
+        plot_trajectory,
+        read_trials,
+    )
 
     summary = load_summary(args.output_dir)
-    trials = pd.read_csv(args.output_dir / "results.csv")
+    trials = read_trials(args.output_dir / "results.csv")
     print(format_table(summary))
     for name, stage in summary.get("stages", {}).items():  # --protocol paper
         final = stage["incumbent"]

@@ -23,6 +23,7 @@ __all__ = [
     "is_collapsed",
     "plot_dnr",
     "plot_trajectory",
+    "read_trials",
     "summary_table",
     "trials_dataframe",
     "with_incumbent_columns",
@@ -70,6 +71,8 @@ def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
         }
         for column in _INFO_COLUMNS:
             row[column] = info.get(column)
+        for site, rate in (info.get("dnr") or {}).items():
+            row[f"dnr:{site}"] = rate
         if row["val_accuracy"] is None and math.isfinite(cost):
             row["val_accuracy"] = 1.0 - cost
         if row["epochs"] is None and key.budget is not None:
@@ -382,6 +385,11 @@ def plot_dnr(dnr: Mapping[str, float], path: str | Path, *, title: str = "") -> 
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def read_trials(path: str | Path) -> pd.DataFrame:
+    """``results.csv`` of a run; text columns stay text (an empty ``reason`` is not a float NaN)."""
+    return pd.read_csv(path, dtype={"reason": "string", "status": "string"})
 
 
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:

@@ -70,6 +70,7 @@ from safs_smac.pruning import SPARSE_FINETUNE
 from safs_smac.report import (
     format_table,
     plot_trajectory,
+    read_trials,
     trials_dataframe,
     with_incumbent_columns,
     work_summary,
@@ -1375,7 +1376,7 @@ def load_result(output_dir: Path) -> SearchResult:
     settings = read_json(output_dir / "run.json")
     # Recomputed: results.csv of older versions held best_val_accuracy instead.
     trials = _with_stage_curve(
-        pd.read_csv(output_dir / "results.csv"),
+        read_trials(output_dir / "results.csv"),
         later_stage_wins=settings.get("protocol") != "staged",
     )
     stages: dict[str, SearchResult] = {}

@@ -99,6 +99,9 @@ def test_staged_run_warm_starts_the_layer_search_and_picks_by_validation(
     assert list(result.trials["incumbent_val_accuracy"]) == list(expected_curve)
     loaded = load_result(out)
     assert list(loaded.trials["incumbent_val_accuracy"]) == list(expected_curve)
+    # Per-site dead neuron rates are columns of results.csv; an empty reason stays text.
+    assert {f"dnr:{site}" for site in problem.sites} <= set(loaded.trials.columns)
+    assert loaded.trials["reason"].dtype == "string"
     assert loaded.final == result.final
     assert loaded.references.keys() == result.references.keys()
     # Running the same command again returns the finished run.
