@@ -197,7 +197,7 @@ def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     for label, entry in (
         ("dense", summary.get("dense")),
         (f"{pruning} + fine-tuning (dense recipe)", summary.get("baseline")),
-        ("tuned fine-tuning, default activation", references.get("tuned_finetuning")),
+        ("tuned fine-tuning, default activation (stage 1)", references.get("tuned_finetuning")),
         ("best single operator (network-level)", references.get("single_operator")),
         ("SAFS (incumbent)", summary.get("incumbent")),
     ):
