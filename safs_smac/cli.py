@@ -10,7 +10,7 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -40,26 +40,24 @@ def _rate_range(text: str) -> tuple[float, float]:
     return low, high
 
 
-def _epochs(text: str) -> float:
-    """A finite number of fine-tuning epochs > 0 (inf and nan are refused before anything runs)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of epochs, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of epochs > 0, got {text}")
-    return value
+def _positive_number(what: str, *, allow_inf: bool) -> Callable[[str], float]:
+    """An argparse type: a number > 0 (``nan`` refused, ``inf`` only where it means no limit)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if math.isnan(value) or value <= 0 or (math.isinf(value) and not allow_inf):
+            limit = " (or inf for no limit)" if allow_inf else ", finite"
+            raise argparse.ArgumentTypeError(f"expected {what} > 0{limit}, got {text}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    """Seconds > 0; ``inf`` means no limit, ``nan`` is refused."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if math.isnan(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0 (or inf for no limit), got {text}")
-    return value
+_epochs = _positive_number("a number of epochs", allow_inf=False)
+_seconds = _positive_number("seconds", allow_inf=True)
 
 
 def _eta(text: str) -> int:

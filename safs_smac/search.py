@@ -896,17 +896,7 @@ def _optimize_paper(
         baseline=first.baseline,  # the same training as stage 1's: no need to run it twice
         desc=f"stage 2 ({stage2_opt})",
     )
-    result = SearchResult(
-        output_dir=output_dir,
-        incumbent=second.incumbent,
-        incumbent_cost=second.incumbent_cost,
-        final=second.final,
-        baseline=second.baseline,
-        dense=second.dense,
-        trials=concat_stage_trials({1: first.trials, 2: second.trials}),
-        stages={"stage1": first, "stage2": second},
-        prune_epochs=problem.prune_epochs,
-    )
+    result = _two_stage_result(problem, output_dir, second, first, second, later_stage_wins=True)
     _write_result(
         result,
         title=f"{problem.model_name} / {problem.dataset_name} (paper protocol)",
@@ -956,6 +946,33 @@ def _claim_run_dir(
         return finished
     problem.pruned_checkpoint()
     return None
+
+
+def _two_stage_result(
+    problem: SAFSProblem,
+    output_dir: Path,
+    chosen: SearchResult,
+    first: SearchResult,
+    second: SearchResult,
+    *,
+    later_stage_wins: bool,
+    references: dict[str, FinalEvaluation] | None = None,
+) -> SearchResult:
+    """The result of a two-stage protocol: ``chosen``'s incumbent, both stages' trials."""
+    return SearchResult(
+        output_dir=output_dir,
+        incumbent=chosen.incumbent,
+        incumbent_cost=chosen.incumbent_cost,
+        final=chosen.final,
+        baseline=second.baseline,
+        dense=second.dense,
+        trials=concat_stage_trials(
+            {1: first.trials, 2: second.trials}, later_stage_wins=later_stage_wins
+        ),
+        stages={"stage1": first, "stage2": second},
+        references=dict(references or {}),
+        prune_epochs=problem.prune_epochs,
+    )
 
 
 def staged_min_budget(search: _SearchSettings) -> float:
@@ -1022,29 +1039,34 @@ def _optimize_staged(
     # At high sparsity one epoch from a pruned network tells nothing (every configuration is at
     # chance), so both stages start their rungs at max_budget / eta: budgets 3 and 9 by default.
     search = search.replace(min_budget=staged_min_budget(search))
-    first = _optimize_one(
+
+    def stage(number: int, stage_problem: SAFSProblem, n: int, **kwargs: Any) -> SearchResult:
+        return _optimize_one(
+            stage_problem,
+            optimizer,
+            output_dir / f"stage{number}",
+            search.replace(n_trials=n),
+            overwrite=False,
+            extra_settings={**extra, "stage": number},
+            **kwargs,
+        )
+
+    first = stage(
+        1,
         network_problem,
-        optimizer,
-        output_dir / "stage1",
-        search.replace(n_trials=n1),
-        overwrite=False,
-        extra_settings={**extra, "stage": 1},
+        n1,
         desc=f"stage 1, network level ({optimizer})",
         initial_configs=operator_screen(network_problem.configspace)[:n1],
     )
-    warm_start = refinement_configs(
-        first.incumbent, first.trials, problem.configspace, limit=max(1, n2 // 2)
-    )
-    second = _optimize_one(
+    second = stage(
+        2,
         problem,
-        optimizer,
-        output_dir / "stage2",
-        search.replace(n_trials=n2),
-        overwrite=False,
-        extra_settings={**extra, "stage": 2},
+        n2,
         baseline=first.baseline,
         desc=f"stage 2, per layer ({optimizer})",
-        initial_configs=warm_start,
+        initial_configs=refinement_configs(
+            first.incumbent, first.trials, problem.configspace, limit=max(1, n2 // 2)
+        ),
     )
     # Validation decides, never test: the per-layer result must earn its place.
     chosen, chosen_name = (
@@ -1060,17 +1082,8 @@ def _optimize_staged(
             seed=search.seed + FINAL_SEED_OFFSET,
             epochs=search.final_epochs,
         )
-    result = SearchResult(
-        output_dir=output_dir,
-        incumbent=chosen.incumbent,
-        incumbent_cost=chosen.incumbent_cost,
-        final=chosen.final,
-        baseline=second.baseline,
-        dense=second.dense,
-        trials=concat_stage_trials({1: first.trials, 2: second.trials}, later_stage_wins=False),
-        stages={"stage1": first, "stage2": second},
-        references=references,
-        prune_epochs=problem.prune_epochs,
+    result = _two_stage_result(
+        problem, output_dir, chosen, first, second, later_stage_wins=False, references=references
     )
     _write_result(
         result,

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from safs_smac.cli import main
+from safs_smac.report import read_trials
 from safs_smac.search import load_result, optimize
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -101,7 +102,7 @@ def test_paper_protocol_runs_both_stages_and_reports_like_one_run(make_problem, 
     assert dict(again.incumbent) == dict(result.incumbent)
     assert again.stages["stage1"].final == first.final
     loaded = load_result(out)
-    assert loaded.trials.equals(pd.read_csv(out / "results.csv"))
+    assert loaded.trials.equals(read_trials(out / "results.csv"))
 
 
 def _kill_on_call(problem, monkeypatch, n: int) -> list:
