@@ -117,8 +117,9 @@ class SAFSProblem:
     pruning
         ``"layerwise"`` (the paper's LWM: every layer at ``pruning_rate``) or ``"global"``.
     prune_schedule
-        How the dense model reaches ``pruning_rate``: ``"one-shot"`` (the paper) or ``"gradual"``
-        (gradual magnitude pruning, 6 rounds with 3 fine-tuning epochs between them), or a
+        How the dense model reaches ``pruning_rate``: ``"one-shot"`` (the paper), ``"gradual"``
+        (gradual magnitude pruning, 6 rounds with 3 fine-tuning epochs between them), ``"ap"``
+        (Activating-while-Pruning, global only), or a
         :class:`~safs_smac.pruning.PruningSchedule` such as ``Gradual(rounds=4)``. The search
         starts from the checkpoint it produces; its epochs are reported as ``prune_epochs``.
     objective
@@ -208,6 +209,11 @@ class SAFSProblem:
         self.pruning_rate = float(pruning_rate)
         self.pruning = pruning
         self.prune_schedule = pruning_lib.resolve_schedule(prune_schedule)
+        if pruning not in self.prune_schedule.scopes:
+            raise ValueError(
+                f"pruning schedule {self.prune_schedule.name!r} supports "
+                f"pruning={' or '.join(map(repr, self.prune_schedule.scopes))}, not {pruning!r}"
+            )
         self.objective = objective
         self.data_root = None if data_root is None else str(data_root)
         self.device = device

@@ -380,6 +380,8 @@ class PruningSchedule:
     """
 
     name: str = ""
+    #: The pruning scopes (``SAFSProblem(pruning=...)``) the schedule supports.
+    scopes: tuple[str, ...] = SCOPES
 
     def prune(
         self, model: nn.Module, rate: float, *, scope: str, finetune: Finetune | None = None
@@ -468,15 +470,20 @@ PRUNING_SCHEDULES: dict[str, type[PruningSchedule]] = {"one-shot": OneShot, "gra
 
 
 def resolve_schedule(schedule: str | PruningSchedule) -> PruningSchedule:
-    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``) or an instance."""
+    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``, ``"ap"``) or an
+    instance."""
     if isinstance(schedule, PruningSchedule):
         return schedule
     key = str(schedule).strip().lower().replace("_", "-")
     key = {"oneshot": "one-shot"}.get(key, key)
+    if key == "ap":  # lives with the other sparse-training systems, which import this module
+        from safs_smac.sparse_training import AP
+
+        return AP()
     if key not in PRUNING_SCHEDULES:
         raise ValueError(
             f"unknown pruning schedule {schedule!r}; valid schedules: "
-            f"{', '.join(PRUNING_SCHEDULES)} (or a safs_smac.pruning.PruningSchedule instance)"
+            f"{', '.join(PRUNING_SCHEDULES)}, ap (or a safs_smac.pruning.PruningSchedule instance)"
         )
     return PRUNING_SCHEDULES[key]()
 

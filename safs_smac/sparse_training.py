@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from safs_smac.pruning import (
+    SPARSE_FINETUNE,
+    Finetune,
+    PruningSchedule,
     SparsityReport,
     apply_masks,
     magnitude_prune,
@@ -39,6 +43,7 @@ from safs_smac.pruning import (
 )
 
 __all__ = [
+    "AP",
     "REGROW_INITS",
     "SET",
     "ap_prune",
@@ -375,6 +380,70 @@ def ap_prune(
             _rewind(model, initial)
         _refresh(modules)
     return sparsity_report(model)
+
+
+@dataclass(frozen=True)
+class AP(PruningSchedule):
+    """Activating-while-Pruning as a pruning schedule: :func:`ap_prune` with fine-tuning cycles.
+
+    ``SAFSProblem(pruning="global", prune_schedule=AP())`` prunes the dense network in exactly
+    ``rounds`` cycles (a geometric schedule to the rate), each starting with ``epochs_per_round``
+    epochs of fine-tuning with ``recipe`` (default :data:`safs_smac.pruning.SPARSE_FINETUNE`),
+    then magnitude pruning plus AP's rule for negative weights that moved least (``ap_fraction``
+    of the survivors per cycle). ``rewind`` resets the weights to the dense network after every
+    cycle (the AP paper's lottery-ticket variant). AP prunes globally only.
+    """
+
+    rounds: int = 6
+    epochs_per_round: int = 3
+    ap_fraction: float = 0.02
+    rewind: bool = False
+    recipe: tuple[tuple[str, object], ...] = SPARSE_FINETUNE
+    name = "ap"
+    scopes = ("global",)
+
+    def __post_init__(self) -> None:
+        _check_count("rounds", self.rounds, minimum=1)
+        _check_count("epochs_per_round", self.epochs_per_round, minimum=0)
+        _check_fraction("ap_fraction", self.ap_fraction, low=0.0, high=1.0, closed=False)
+        if isinstance(self.recipe, Mapping):
+            object.__setattr__(self, "recipe", tuple(sorted(self.recipe.items())))
+
+    @property
+    def epochs(self) -> int:
+        return self.rounds * self.epochs_per_round
+
+    def prune(
+        self, model: nn.Module, rate: float, *, scope: str, finetune: Finetune | None = None
+    ) -> SparsityReport:
+        if scope not in self.scopes:
+            raise ValueError(f"AP prunes globally; use pruning='global', not {scope!r}")
+        if finetune is None and self.epochs_per_round:
+            raise ValueError("AP fine-tunes in every cycle; pass finetune=")
+
+        def train_round(pruned: nn.Module, _cycle: int) -> None:
+            if self.epochs_per_round and finetune is not None:
+                finetune(pruned, self.epochs_per_round, dict(self.recipe))
+
+        return ap_prune(
+            model,
+            rate=rate,
+            rounds=self.rounds,
+            train_round=train_round,
+            rewind=self.rewind,
+            prune_fraction_per_round=None,
+            ap_fraction=self.ap_fraction,
+        )
+
+    def settings(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "rounds": self.rounds,
+            "epochs_per_round": self.epochs_per_round,
+            "ap_fraction": self.ap_fraction,
+            "rewind": self.rewind,
+            "recipe": dict(self.recipe),
+        }
 
 
 def _split(flat: torch.Tensor, selected: Sequence[tuple[str, nn.Module]]) -> dict[str, Any]:

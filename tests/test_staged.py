@@ -113,3 +113,16 @@ def test_staged_refuses_optimizers_without_a_surrogate(make_problem, tmp_path) -
     with pytest.raises(ValueError, match="protocol='staged' warm-starts"):
         optimize(make_problem(), "lahc", protocol="staged", n_trials=2, output_dir=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_ap_is_a_pruning_schedule_of_the_problem(make_problem) -> None:
+    from safs_smac.sparse_training import AP
+
+    problem = make_problem(pruning="global", prune_schedule=AP(rounds=2, epochs_per_round=1))
+    state = problem.pruned_checkpoint()
+    assert state["sparsity"] == pytest.approx(0.99, abs=0.005)
+    assert problem.prune_epochs == 2 == state["prune_epochs"]
+    assert problem.settings()["prune_schedule"]["name"] == "ap"
+    assert isinstance(pruning.resolve_schedule("ap"), AP)
+    with pytest.raises(ValueError, match="supports pruning='global', not 'layerwise'"):
+        make_problem(prune_schedule="ap")
