@@ -285,9 +285,10 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--prune-schedule",
         default="one-shot",
-        choices=["one-shot", "gradual"],
-        help="one-shot (the paper) or gradual magnitude pruning (6 rounds, 3 fine-tuning epochs "
-        "between rounds); the search starts from the pruned network",
+        choices=["one-shot", "gradual", "ap"],
+        help="one-shot (the paper), gradual magnitude pruning (6 rounds, 3 fine-tuning epochs "
+        "between rounds) or ap (Activating-while-Pruning, 6 cycles, --pruning global only); the "
+        "search starts from the pruned network",
     )
     parser.add_argument(
         "--objective",
@@ -384,7 +385,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     label = run_label(args.optimizer, args.protocol)
     output_dir = args.output_dir or Path("safs_runs") / (
         f"{problem.model_name}_{problem.dataset_name}_{problem.pruning}{problem.pruning_rate:g}"
-        f"{'-gradual' if args.prune_schedule == 'gradual' else ''}"
+        f"{'' if args.prune_schedule == 'one-shot' else '-' + args.prune_schedule}"
         f"_{label}_s{args.seed}"
     )
     result = optimize(
