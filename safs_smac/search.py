@@ -775,12 +775,20 @@ def _run_ask_tell(
     # SMAC's runner, as for SMAC runs: the same statuses, reasons, limits and Dask workers.
     scenario = Scenario(
         problem.configspace,
+        name="smac",
+        output_directory=output_dir,
         deterministic=True,
+        n_trials=search.n_trials,
+        walltime_limit=search.walltime,
         seed=search.seed,
         crash_cost=WORST_COST,
         trial_walltime_limit=search.trial_walltime_limit,
         trial_memory_limit=parallel.memory_limit(search.trial_memory_limit),
     )
+    # scenario.json next to the run history: DeepCAVE's SMAC3 converter reads it (objectives,
+    # seed) for every run, not only for SMAC's own.
+    with parallel.atomic_smac_saves():
+        scenario.save()
     arguments = ["seed"] if optimizer.budget is None else ["seed", "budget"]
     with _trial_runner(problem, scenario, arguments, search) as runner:
         run_optimizer(

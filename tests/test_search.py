@@ -289,3 +289,31 @@ def test_problem_refuses_a_fractional_max_budget(make_problem) -> None:
     with pytest.raises(ValueError, match="whole number of epochs >= 1, got 1.9"):
         make_problem(max_budget=1.9)
     assert make_problem(max_budget=3.0).max_budget == 3
+
+
+@pytest.mark.parametrize("optimizer", ["lahc", "smac-hpo"])
+def test_every_run_kind_has_the_files_deepcave_reads(make_problem, tmp_path, optimizer) -> None:
+    """DeepCAVE's SMAC3 converter (deepcave/runs/converters/smac3v2.py, SMAC3v2Run.from_path,
+    DeepCAVE 1.4) reads configspace.json with ConfigurationSpace.from_json, scenario.json's
+    "objectives" and "seed", and runhistory.json's "data", "config_origins" and "configs"."""
+    from ConfigSpace import ConfigurationSpace
+
+    out = tmp_path / "run"
+    optimize(
+        make_problem(),
+        optimizer,
+        protocol="joint",
+        n_trials=2,
+        max_budget=1,
+        output_dir=out,
+        progress=False,
+    )
+    smac_dir = out / "smac" / "0"
+    space = ConfigurationSpace.from_json(smac_dir / "configspace.json")
+    assert len(list(space)) > 0
+    scenario = json.loads((smac_dir / "scenario.json").read_text())
+    assert scenario["objectives"] == "cost" and scenario["seed"] == 0
+    history = json.loads((smac_dir / "runhistory.json").read_text())
+    assert len(history["data"]) == 2 and history["configs"]
+    assert {"config_origins"} <= set(history)
+    assert all({"config_id", "budget", "cost", "status"} <= set(t) for t in history["data"])
