@@ -385,6 +385,9 @@ def optimize(
     """
     protocol = default_protocol(optimizer) if protocol is None else protocol
     stage1_opt, stage2_opt = resolve_optimizers(optimizer, protocol)
+    # The search sets the problem's max budget; the caller's problem keeps its own. A shallow
+    # copy shares the data set and the loaded checkpoints, as with_space does.
+    problem = copy.copy(problem)
     if int(n_trials) <= 0:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if int(n_workers) < 1:

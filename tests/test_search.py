@@ -317,3 +317,10 @@ def test_every_run_kind_has_the_files_deepcave_reads(make_problem, tmp_path, opt
     assert len(history["data"]) == 2 and history["configs"]
     assert {"config_origins"} <= set(history)
     assert all({"config_id", "budget", "cost", "status"} <= set(t) for t in history["data"])
+
+
+def test_optimize_leaves_the_callers_problem_unchanged(make_problem, tmp_path) -> None:
+    problem = make_problem(max_budget=3)
+    before = problem.settings()
+    optimize(problem, "random", n_trials=1, max_budget=1, output_dir=tmp_path / "r", progress=False)
+    assert problem.settings() == before and problem.max_budget == 3
