@@ -267,6 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SCHEDULE_WORDS = {
+    "one-shot": "one-shot magnitude pruning",
+    "gradual": "gradual magnitude pruning",
+    "ap": "AP pruning",
+}
+
+
 def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lenet5", help="zoo model name")
     parser.add_argument("--dataset", default="mnist-5k", help="data set name")
@@ -284,10 +291,11 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--prune-schedule",
-        default="one-shot",
+        default="gradual",
         choices=["one-shot", "gradual", "ap"],
-        help="one-shot (the paper), gradual magnitude pruning (6 rounds, 3 fine-tuning epochs "
-        "between rounds) or ap (Activating-while-Pruning, 6 cycles, --pruning global only); the "
+        help="gradual magnitude pruning (6 rounds, 3 fine-tuning epochs between rounds; about "
+        "twice the accuracy of one-shot at 99%%, see the README), one-shot (the paper's "
+        "protocol) or ap (Activating-while-Pruning, 6 cycles, --pruning global only); the "
         "search starts from the pruned network",
     )
     parser.add_argument(
@@ -412,8 +420,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print()
     print(
-        f"{problem.model_name} on {problem.dataset_name}, {problem.pruning} magnitude pruning at "
-        f"{100 * problem.pruning_rate:g}% sparsity, {len(result.trials)} trials ({label})"
+        f"{problem.model_name} on {problem.dataset_name}, {problem.pruning} "
+        f"{_SCHEDULE_WORDS[args.prune_schedule]} at {100 * problem.pruning_rate:g}% sparsity, "
+        f"{len(result.trials)} trials ({label})"
     )
     print(result.table())
     for name, stage in result.stages.items():
