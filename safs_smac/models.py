@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from safs_smac.activations import activation_module_for, resolve_operator
+from safs_smac.registry import Registry
 
 __all__ = [
     "MLP",
@@ -98,12 +99,8 @@ class _Entry:
     constructor: ModelConstructor
 
 
-_REGISTRY: dict[str, _Entry] = {}
-
-
-def _normalise_name(name: str) -> str:
-    # "EfficientNet-B0" and "efficientnet_b0" name the same model.
-    return name.strip().lower().replace("-", "_")
+# "EfficientNet-B0" and "efficientnet_b0" name the same model.
+_REGISTRY: Registry[_Entry] = Registry("model")
 
 
 def register_model(
@@ -140,7 +137,7 @@ def register_model(
     -------
     A decorator that registers the constructor and returns it unchanged.
     """
-    key = _normalise_name(name)
+    key = _REGISTRY.normalise(name)
 
     def decorator(constructor: ModelConstructor) -> ModelConstructor:
         if key in _REGISTRY:
@@ -157,7 +154,7 @@ def register_model(
             description=description,
             min_input_size=_positive_int("min_input_size", min_input_size, key),
         )
-        _REGISTRY[key] = _Entry(info, constructor)
+        _REGISTRY.add(key, _Entry(info, constructor))
         return constructor
 
     return decorator
@@ -165,13 +162,11 @@ def register_model(
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def _lookup(name: str) -> _Entry:
-    if not isinstance(name, str) or _normalise_name(name) not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(list_models())}")
-    return _REGISTRY[_normalise_name(name)]
+    return _REGISTRY.get(name)
 
 
 def model_info(name: str) -> ModelInfo:

@@ -231,7 +231,7 @@ def test_register_dataset_rejects_duplicates_and_bad_augment() -> None:
 
 
 def test_register_dataset_adds_a_loader(monkeypatch) -> None:
-    monkeypatch.setattr(data, "_REGISTRY", dict(data._REGISTRY))  # keep the registry clean
+    monkeypatch.setattr(data, "_REGISTRY", data._REGISTRY.copy())  # keep the registry clean
 
     @data.register_dataset("Tiny_Set", requires_root=False)
     def _tiny(root, *, n: int = 8) -> data.RawData:

@@ -27,6 +27,7 @@ from safs_smac.optimizers.neighbours import (
     operator_sites,
     safs_move,
 )
+from safs_smac.registry import Registry
 
 __all__ = [
     "LAHC",
@@ -54,14 +55,11 @@ OPTIMIZERS: dict[str, type[AskTellOptimizer]] = {
     "greedy": GreedyWalk,
     "sa": SimulatedAnnealing,
 }
+_REGISTRY: Registry[type[AskTellOptimizer]] = Registry("optimizer")
+for _name, _cls in OPTIMIZERS.items():
+    _REGISTRY.add(_name, _cls)
 
 
 def create_optimizer(name: str, configspace: ConfigurationSpace, **kwargs: Any) -> AskTellOptimizer:
     """Build a registered optimizer by name, e.g. ``create_optimizer("lahc", cs, seed=1)``."""
-    try:
-        cls = OPTIMIZERS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown optimizer {name!r}; valid optimizers: {', '.join(sorted(OPTIMIZERS))}."
-        ) from None
-    return cls(configspace, **kwargs)
+    return _REGISTRY.get(name)(configspace, **kwargs)
