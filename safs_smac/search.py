@@ -128,7 +128,8 @@ class SearchResult:
         Best configuration (SMAC's incumbent; for multi-fidelity runs, at the highest budget seen;
         for ``protocol="paper"``, the stage-2 incumbent, a configuration of the scales_hpo space).
     incumbent_cost
-        Its cost (1 - validation accuracy) during the search.
+        Its cost during the search (1 - validation accuracy, ties broken by the validation loss;
+        see :func:`safs_smac.problem.trial_cost`).
     final
         The incumbent fine-tuned again at the max budget, with a seed no trial used: validation
         and test accuracy, per-site operators and learned alpha/beta.

@@ -18,6 +18,9 @@ from safs_smac.search import (
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
+# One joint SMAC run of two one-epoch trials: what the run-directory tests need.
+TINY_JOINT_RUN = {"protocol": "joint", "n_trials": 2, "max_budget": 1, "progress": False}
+
 
 @pytest.mark.parametrize("optimizer", [*SMAC_OPTIMIZERS, *ASK_TELL_OPTIMIZERS])
 def test_every_optimizer_runs_the_target(make_problem, tmp_path, optimizer) -> None:
@@ -221,22 +224,16 @@ def test_run_killed_while_retraining_resumes_even_after_a_code_change(make_probl
     first = optimize(
         problem,
         "smac-hpo",
-        protocol="joint",
-        n_trials=2,
-        max_budget=1,
         output_dir=out,
-        progress=False,
+        **TINY_JOINT_RUN,
     )
     (out / "summary.json").unlink()  # killed after the search, during the final retraining
     _edit_target_code(out / "smac" / "0")
     second = optimize(
         problem,
         "smac-hpo",
-        protocol="joint",
-        n_trials=2,
-        max_budget=1,
         output_dir=out,
-        progress=False,
+        **TINY_JOINT_RUN,
         callbacks=[lambda info, value: pytest.fail("the finished search ran a trial")],
     )
     assert dict(second.incumbent) == dict(first.incumbent)
@@ -250,11 +247,8 @@ def test_changed_code_mid_search_is_a_clear_error_not_a_prompt(make_problem, tmp
     optimize(
         problem,
         "smac-hpo",
-        protocol="joint",
-        n_trials=2,
-        max_budget=1,
         output_dir=out,
-        progress=False,
+        **TINY_JOINT_RUN,
     )
     smac_dir = out / "smac" / "0"
     (out / "summary.json").unlink()
@@ -265,11 +259,8 @@ def test_changed_code_mid_search_is_a_clear_error_not_a_prompt(make_problem, tmp
         optimize(
             problem,
             "smac-hpo",
-            protocol="joint",
-            n_trials=2,
-            max_budget=1,
             output_dir=out,
-            progress=False,
+            **TINY_JOINT_RUN,
         )
     import smac.main.smbo
 
