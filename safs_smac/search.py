@@ -791,6 +791,8 @@ def _run_ask_tell(
     )
     # scenario.json next to the run history: DeepCAVE's SMAC3 converter reads it (objectives,
     # seed) for every run, not only for SMAC's own.
+    # What a SMAC facade records there; SMAC warns when a scenario is saved without it.
+    scenario._set_meta({"optimizer": {"name": type(optimizer).__name__, **optimizer.meta}})
     with parallel.atomic_smac_saves():
         scenario.save()
     arguments = ["seed"] if optimizer.budget is None else ["seed", "budget"]
