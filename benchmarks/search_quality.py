@@ -118,12 +118,12 @@ def _finals(problem: Any, spec: Any, args: argparse.Namespace) -> dict[str, Any]
         problem.final_evaluation(spec, seed=FINAL_SEED + k, epochs=args.max_budget)
         for k in range(args.final_repeats)
     ]
-    classes = problem.dataset.num_classes
+    chance = 1.0 / problem.dataset.num_classes
     return {
         "val_accuracy": float(np.mean([e.val_accuracy for e in evals])),
         "test_accuracy": float(np.mean([e.test_accuracy for e in evals])),
         "test_accuracies": [e.test_accuracy for e in evals],
-        "collapsed": sum(is_collapsed(e.to_dict(), classes) for e in evals),
+        "collapsed": sum(is_collapsed(e.to_dict(), chance) for e in evals),
         "finals": len(evals),
         "operators": sorted(set(evals[0].operators.values())),
     }

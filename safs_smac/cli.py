@@ -267,13 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_SCHEDULE_WORDS = {
-    "one-shot": "one-shot magnitude pruning",
-    "gradual": "gradual magnitude pruning",
-    "ap": "AP pruning",
-}
-
-
 def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lenet5", help="zoo model name")
     parser.add_argument("--dataset", default="mnist-5k", help="data set name")
@@ -421,7 +414,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print()
     print(
         f"{problem.model_name} on {problem.dataset_name}, {problem.pruning} "
-        f"{_SCHEDULE_WORDS[args.prune_schedule]} at {100 * problem.pruning_rate:g}% sparsity, "
+        f"{problem.prune_schedule.label} at {100 * problem.pruning_rate:g}% sparsity, "
         f"{len(result.trials)} trials ({label})"
     )
     print(result.table())
@@ -461,6 +454,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         plot_dnr,
         plot_trajectory,
         read_trials,
+        trajectory_references,
     )
 
     summary = load_summary(args.output_dir)
@@ -485,10 +479,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     print()
     print(f"{len(trials)} trials, {trials['epochs'].sum():.0f} fine-tuning epochs")
-    references = {"pruning + fine-tuning (retrained)": summary["baseline"]["val_accuracy"]}
-    if summary.get("chance") is not None:
-        references["chance"] = summary["chance"]
-    plot_trajectory(trials, args.output_dir / "trajectory.png", references=references)
+    plot_trajectory(
+        trials, args.output_dir / "trajectory.png", references=trajectory_references(summary)
+    )
     if dnr:
         plot_dnr(dnr, args.output_dir / "dnr.png", title="incumbent: dead neuron rate per site")
     print(f"plots in {args.output_dir}")

@@ -380,6 +380,8 @@ class PruningSchedule:
     """
 
     name: str = ""
+    #: How tables and headers name the pruning this schedule does.
+    label: str = ""
     #: The pruning scopes (``SAFSProblem(pruning=...)``) the schedule supports.
     scopes: tuple[str, ...] = SCOPES
 
@@ -401,6 +403,7 @@ class OneShot(PruningSchedule):
     """Prune to the rate in one step (the SAFS paper's protocol)."""
 
     name = "one-shot"
+    label = "one-shot magnitude pruning"
 
     def prune(
         self, model: nn.Module, rate: float, *, scope: str, finetune: Finetune | None = None
@@ -422,6 +425,7 @@ class Gradual(PruningSchedule):
     epochs_per_round: int = 3
     recipe: tuple[tuple[str, object], ...] = SPARSE_FINETUNE
     name = "gradual"
+    label = "gradual magnitude pruning"
 
     def __post_init__(self) -> None:
         for what, value, minimum in (

@@ -25,6 +25,7 @@ __all__ = [
     "plot_trajectory",
     "read_trials",
     "summary_table",
+    "trajectory_references",
     "trials_dataframe",
     "with_incumbent_columns",
     "work_summary",
@@ -192,7 +193,9 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
 def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     """The paper's table shape: dense, magnitude pruning + fine-tuning, SAFS (val and test, %)."""
     rows = []
-    pruning = "gradual magnitude pruning" if summary.get("prune_epochs") else "magnitude pruning"
+    # A summary written before pruning schedules existed was one-shot magnitude pruning.
+    pruning = summary.get("pruning", "magnitude pruning")
+    chance = summary.get("chance")
     references = summary.get("references") or {}
     for label, entry in (
         ("dense", summary.get("dense")),
@@ -209,7 +212,8 @@ def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
                 "val_acc_%": 100.0 * entry["val_accuracy"],
                 "test_acc_%": 100.0 * entry["test_accuracy"],
                 "epochs": entry.get("epochs"),
-                "collapsed": is_collapsed(entry),
+                # Unknown chance level (older summaries): nothing is marked.
+                "collapsed": chance is not None and is_collapsed(entry, chance),
             }
         )
     return pd.DataFrame(rows)
@@ -219,14 +223,23 @@ def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
 COLLAPSE_MARGIN = 0.01
 
 
-def is_collapsed(entry: Mapping[str, Any], num_classes: int = 10) -> bool:
-    """Whether a fine-tune ended at chance level (diverged, or within 1 point of ``1/classes``)."""
+def is_collapsed(entry: Mapping[str, Any], chance: float) -> bool:
+    """Whether a fine-tune ended at chance level: diverged, or a validation accuracy within
+    :data:`COLLAPSE_MARGIN` of ``chance`` (``1 / classes``)."""
     if entry.get("diverged"):
         return True
     accuracy = entry.get("val_accuracy")
     if accuracy is None or "test_accuracy" not in entry:
         return False
-    return float(accuracy) <= 1.0 / num_classes + COLLAPSE_MARGIN
+    return float(accuracy) <= chance + COLLAPSE_MARGIN
+
+
+def trajectory_references(summary: Mapping[str, Any]) -> dict[str, float]:
+    """The horizontal lines of a run's ``trajectory.png``: the retrained baseline and chance."""
+    references = {"pruning + fine-tuning (retrained)": summary["baseline"]["val_accuracy"]}
+    if summary.get("chance") is not None:
+        references["chance"] = summary["chance"]
+    return references
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -243,7 +256,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     if summary.get("prune_epochs"):
         lines.append("")
         lines.append(
-            f"Gradual pruning spent {summary['prune_epochs']} fine-tuning epochs before any row."
+            f"The pruning ({summary.get('pruning', 'its schedule')}) spent "
+            f"{summary['prune_epochs']} fine-tuning epochs before any row."
         )
     work = summary.get("work") or {}
     if work:

@@ -14,10 +14,11 @@ Three protocols:
 
 * ``"staged"`` (default): coarse to fine. Stage 1 searches one operator and one pair of scales for
   the whole network together with the fine-tuning hyperparameters (``granularity="network"``, a
-  ten-dimensional space a surrogate can learn from a few trials); stage 2 searches per layer,
-  warm-started with stage 1's incumbent expanded to every site and the recipe default in its
-  initial design. The better of the two final retrains *on validation data* is the result, so
-  the per-layer search can only add to the network-level one. Stage 1 also yields the rows
+  ten-dimensional space a surrogate can learn from a few trials), starting with every operator
+  under a robust sparse fine-tuning recipe; stage 2 searches per layer, warm-started with stage
+  1's incumbent expanded to every site and its single-site neighbours. Both start their rungs at
+  ``max_budget / eta``. The better of the two final retrains *on validation data* is the result,
+  so the per-layer search can only add to the network-level one. Stage 1 also yields the rows
   "best single operator" and "tuned fine-tuning, default activation" of the table.
 * ``"joint"``: one run over the problem's space (by default operators, scales and fine-tuning
   hyperparameters together, searched by multi-fidelity SMAC).
@@ -71,6 +72,7 @@ from safs_smac.report import (
     format_table,
     plot_trajectory,
     read_trials,
+    trajectory_references,
     trials_dataframe,
     with_incumbent_columns,
     work_summary,
@@ -151,6 +153,10 @@ class SearchResult:
         ``"tuned_finetuning"`` (the best stage-1 configuration that keeps the default activation).
     prune_epochs
         Fine-tuning epochs the pruning schedule spent before the search (0 for one-shot).
+    pruning
+        How the table names the pruning, e.g. ``"gradual magnitude pruning"``.
+    chance
+        Chance-level accuracy (``1 / classes``): the line a collapsed fine-tune ends on.
     """
 
     output_dir: Path
@@ -163,6 +169,8 @@ class SearchResult:
     stages: dict[str, SearchResult] = field(default_factory=dict)
     references: dict[str, FinalEvaluation] = field(default_factory=dict)
     prune_epochs: int = 0
+    pruning: str | None = None
+    chance: float | None = None
 
     @property
     def operators(self) -> dict[str, str]:
@@ -188,6 +196,11 @@ class SearchResult:
             "prune_epochs": self.prune_epochs,
             "work": work_summary(self.trials),
         }
+        # Absent from summaries written before they were recorded; the table then says less.
+        if self.pruning is not None:
+            summary["pruning"] = self.pruning
+        if self.chance is not None:
+            summary["chance"] = self.chance
         if self.references:
             summary["references"] = {k: v.to_dict() for k, v in self.references.items()}
         if self.stages:
@@ -761,11 +774,8 @@ def _run_ask_tell(
     desc: str,
 ) -> tuple[Configuration, float, pd.DataFrame]:
     """Evaluate every trial at the max budget; record and resume like a SMAC run."""
-    from safs_smac.space import save_space
-
     smac_dir = output_dir / "smac" / str(search.seed)
     runhistory_file = smac_dir / "runhistory.json"
-    save_space(problem.configspace, smac_dir / "configspace.json")  # load_result reads it
     runhistory = (
         load_runhistory(runhistory_file, problem.configspace)
         if runhistory_file.exists()
@@ -789,9 +799,9 @@ def _run_ask_tell(
         trial_walltime_limit=search.trial_walltime_limit,
         trial_memory_limit=parallel.memory_limit(search.trial_memory_limit),
     )
-    # scenario.json next to the run history: DeepCAVE's SMAC3 converter reads it (objectives,
-    # seed) for every run, not only for SMAC's own.
-    # What a SMAC facade records there; SMAC warns when a scenario is saved without it.
+    # scenario.json and configspace.json next to the run history, as SMAC's facades write them:
+    # load_result reads the space, DeepCAVE's SMAC3 converter both. The meta is what a facade
+    # records there (SMAC warns when a scenario is saved without it).
     scenario._set_meta({"optimizer": {"name": type(optimizer).__name__, **optimizer.meta}})
     with parallel.atomic_smac_saves():
         scenario.save()
@@ -915,7 +925,6 @@ def _optimize_paper(
         result,
         title=f"{problem.model_name} / {problem.dataset_name} (paper protocol)",
         incumbent_extra={"stage1_config": _plain(first.incumbent)},
-        chance=_chance(problem),
     )
     return result
 
@@ -985,13 +994,13 @@ def _two_stage_result(
         ),
         stages={"stage1": first, "stage2": second},
         references=dict(references or {}),
-        prune_epochs=problem.prune_epochs,
+        **_problem_facts(problem),
     )
 
 
 def staged_min_budget(search: _SearchSettings) -> float:
     """Lowest rung of the staged protocol: ``max(min_budget, max_budget / eta)``."""
-    return max(search.min_budget, search.max_budget / max(search.eta, 1))
+    return max(search.min_budget, search.max_budget / search.eta)
 
 
 def _stage_split(
@@ -1030,6 +1039,9 @@ def _optimize_staged(
             "at their defaults ('joint', 'layer') or use protocol='joint'"
         )
     n1, n2 = _stage_split(search.n_trials, stage1_trials, stage2_trials, "staged")
+    # At high sparsity one epoch from a pruned network tells nothing (every configuration is at
+    # chance), so both stages start their rungs at max_budget / eta: budgets 3 and 9 by default.
+    lowest_rung = staged_min_budget(search)
     finished = _start_two_stage_run(
         problem,
         f"staged-{optimizer}",
@@ -1041,7 +1053,7 @@ def _optimize_staged(
             "granularity": "network",
             "n_trials": n1,
             "warm_start": "operators",
-            "min_budget": staged_min_budget(search),
+            "min_budget": lowest_rung,
         },
         stage2={"granularity": "layer", "n_trials": n2, "warm_start": "neighbours"},
         **_limit_settings(search),
@@ -1050,9 +1062,7 @@ def _optimize_staged(
         return finished
     extra = {"protocol": "staged"}
     network_problem = problem.with_space(granularity="network")
-    # At high sparsity one epoch from a pruned network tells nothing (every configuration is at
-    # chance), so both stages start their rungs at max_budget / eta: budgets 3 and 9 by default.
-    search = search.replace(min_budget=staged_min_budget(search))
+    search = search.replace(min_budget=lowest_rung)
 
     def stage(number: int, stage_problem: SAFSProblem, n: int, **kwargs: Any) -> SearchResult:
         return _optimize_one(
@@ -1103,7 +1113,6 @@ def _optimize_staged(
         result,
         title=f"{problem.model_name} / {problem.dataset_name} (staged)",
         incumbent_extra={"stage": chosen_name},
-        chance=_chance(problem),
     )
     return result
 
@@ -1175,8 +1184,7 @@ def expand_network_config(
                     values[name] = value
         else:
             values[key] = value
-    values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
-    return Configuration(layer_space, values=values)
+    return Configuration(layer_space, values=_plain(values))
 
 
 def _best_default_activation_trial(
@@ -1200,8 +1208,7 @@ def _best_default_activation_trial(
         for name in problem.configspace
         if name in best and not (isinstance(best[name], float) and math.isnan(best[name]))
     }
-    values = {k: v.item() if hasattr(v, "item") else v for k, v in values.items()}
-    return Configuration(problem.configspace, values=values)
+    return Configuration(problem.configspace, values=_plain(values))
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -1276,16 +1283,19 @@ def finish_run(
         baseline=baseline,
         dense=problem.dense_metrics(),
         trials=trials,
-        prune_epochs=problem.prune_epochs,
+        **_problem_facts(problem),
     )
-    _write_result(
-        result, title=f"{problem.model_name} / {problem.dataset_name}", chance=_chance(problem)
-    )
+    _write_result(result, title=f"{problem.model_name} / {problem.dataset_name}")
     return result
 
 
-def _chance(problem: SAFSProblem) -> float:
-    return 1.0 / problem.dataset.num_classes
+def _problem_facts(problem: SAFSProblem) -> dict[str, Any]:
+    """What a result records about its problem: pruning epochs and name, chance level."""
+    return {
+        "prune_epochs": problem.prune_epochs,
+        "pruning": problem.prune_schedule.label,
+        "chance": 1.0 / problem.dataset.num_classes,
+    }
 
 
 def _write_result(
@@ -1293,7 +1303,6 @@ def _write_result(
     *,
     title: str,
     incumbent_extra: Mapping[str, Any] | None = None,
-    chance: float | None = None,
 ) -> None:
     output_dir = result.output_dir
     write_csv(result.trials, output_dir / "results.csv")
@@ -1307,21 +1316,20 @@ def _write_result(
             **dict(incumbent_extra or {}),
         },
     )
-    references = {"pruning + fine-tuning (retrained)": result.baseline.val_accuracy}
-    if chance is not None:
-        references["chance"] = chance
+    summary = result.summary()
     plot_trajectory(
-        result.trials, output_dir / "trajectory.png", title=title, references=references
+        result.trials,
+        output_dir / "trajectory.png",
+        title=title,
+        references=trajectory_references(summary),
     )
     # summary.json last: its presence marks the run as finished.
-    summary = result.summary()
-    if chance is not None:
-        summary["chance"] = chance  # for `safs-smac report`'s plot
     atomic_write_json(output_dir / "summary.json", summary)
 
 
-def _plain(config: Configuration) -> dict[str, Any]:
-    # numpy scalars (sampled configurations) are not JSON-serialisable.
+def _plain(config: Configuration | Mapping[str, Any]) -> dict[str, Any]:
+    # numpy scalars (sampled configurations, pandas cells) are not JSON-serialisable and
+    # ConfigSpace refuses some of them as values.
     return {k: v.item() if hasattr(v, "item") else v for k, v in dict(config).items()}
 
 
@@ -1343,11 +1351,17 @@ def prepare_run_dir(
                 settings.get(ENVIRONMENT_KEY),
             )
         # Compared as JSON: a tuple in the live settings is a list once written (search_rate).
-        same = _identity(previous) == _identity(json.loads(json.dumps(settings)))
+        old, new = _identity(previous), _identity(json.loads(json.dumps(settings)))
+        same = old == new
         if not same and not overwrite:
-            changed = sorted(
-                _changed_keys(_identity(previous), _identity(json.loads(json.dumps(settings))))
-            )
+            changed = sorted(_changed_keys(old, new))
+            if all(_lacks(old, key) for key in changed):
+                raise ValueError(
+                    f"output directory {output_dir} holds a run made by an earlier safs-smac "
+                    f"version (its run.json has no {', '.join(changed)}): its trials were "
+                    "measured differently and cannot be continued; `safs-smac report` still "
+                    "shows a finished one; choose another --output-dir or pass --overwrite"
+                )
             raise ValueError(
                 f"output directory {output_dir} holds a different run (changed: "
                 f"{', '.join(changed)}); choose another --output-dir or pass --overwrite"
@@ -1426,6 +1440,8 @@ def load_result(output_dir: Path) -> SearchResult:
             for name, entry in (summary.get("references") or {}).items()
         },
         prune_epochs=int(summary.get("prune_epochs") or 0),
+        pruning=summary.get("pruning"),
+        chance=summary.get("chance"),
     )
 
 
@@ -1457,6 +1473,16 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
         elif a != b:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+def _lacks(settings: Mapping[str, Any], dotted_key: str) -> bool:
+    """Whether ``settings`` has no entry at ``dotted_key`` (``"problem.objective"``)."""
+    node: Any = settings
+    for part in dotted_key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return True
+        node = node[part]
+    return False
 
 
 def _clear_run_dir(output_dir: Path) -> None:

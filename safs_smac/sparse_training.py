@@ -400,6 +400,7 @@ class AP(PruningSchedule):
     rewind: bool = False
     recipe: tuple[tuple[str, object], ...] = SPARSE_FINETUNE
     name = "ap"
+    label = "AP pruning"
     scopes = ("global",)
 
     def __post_init__(self) -> None:

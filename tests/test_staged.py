@@ -126,3 +126,36 @@ def test_ap_is_a_pruning_schedule_of_the_problem(make_problem) -> None:
     assert isinstance(pruning.resolve_schedule("ap"), AP)
     with pytest.raises(ValueError, match="supports pruning='global', not 'layerwise'"):
         make_problem(prune_schedule="ap")
+
+
+def test_collapse_is_judged_against_the_runs_own_chance_level() -> None:
+    from safs_smac.report import format_table
+
+    def entry(accuracy: float) -> dict:
+        return {"val_accuracy": accuracy, "test_accuracy": accuracy, "epochs": 9}
+
+    summary = {"dense": entry(0.9), "baseline": entry(0.255), "incumbent": entry(0.5)}
+    # Four classes: 25.5% is at chance; with ten classes it is not; unknown chance: no mark.
+    assert "(collapsed to chance)" in format_table({**summary, "chance": 0.25})
+    assert "(collapsed to chance)" not in format_table({**summary, "chance": 0.1})
+    assert "(collapsed to chance)" not in format_table(summary)
+
+
+def test_a_run_made_by_an_earlier_version_is_refused_with_that_reason(
+    make_problem, tmp_path
+) -> None:
+    out = tmp_path / "run"
+    kwargs = {"protocol": "joint", "n_trials": 1, "max_budget": 1, "progress": False}
+    optimize(make_problem(), "random", output_dir=out, **kwargs)
+    run_file = out / "run.json"
+    old = json.loads(run_file.read_text())
+    del old["problem"]["objective"]  # what run.json looked like before the cost's tie-break
+    run_file.write_text(json.dumps(old))
+    before = (out / "summary.json").read_bytes()
+    with pytest.raises(
+        ValueError, match="made by an earlier safs-smac version .*problem.objective"
+    ):
+        optimize(make_problem(), "random", output_dir=out, **kwargs)
+    assert (out / "summary.json").read_bytes() == before
+    with pytest.raises(ValueError, match=r"holds a different run \(changed: n_trials"):
+        optimize(make_problem(), "random", output_dir=out, **{**kwargs, "n_trials": 2})
