@@ -36,6 +36,10 @@ from safs_smac.pruning import (
     Finetune,
     PruningSchedule,
     SparsityReport,
+    _effective_weight,
+    _mask_key,
+    _refresh_weights,
+    _select,
     apply_masks,
     magnitude_prune,
     prunable_layers,
@@ -84,39 +88,20 @@ def _check_count(name: str, value: object, *, minimum: int) -> int:
 
 
 def _named_layers(model: nn.Module, layers: Layers | None) -> list[tuple[str, nn.Module]]:
-    """Selected layers, named by their path in ``model`` (the keys :func:`get_masks` uses)."""
+    """Selected layers (checked by :mod:`safs_smac.pruning`), named by their path in ``model``
+    (the keys :func:`~safs_smac.pruning.get_masks` uses)."""
     names = {id(module): name for name, module in model.named_modules()}
-    selected = prunable_layers(model) if layers is None else list(layers)
-    if not selected:
-        raise ValueError(
-            "no layers selected; pass a model with Conv2d/Linear layers or a non-empty `layers` "
-            "list (see safs_smac.pruning.prunable_layers)"
-        )
     named = []
-    for given, module in selected:
+    for given, module in _select(model, layers):
         if id(module) not in names:
             raise ValueError(f"layer {given!r} is not a submodule of the model; select its layers")
         named.append((names[id(module)], module))
-    if len({id(module) for _, module in named}) != len(named):
-        raise ValueError("a layer is selected twice; list each layer once")
     return named
-
-
-def _mask_key(name: str) -> str:
-    """Key of a layer's mask in :func:`safs_smac.pruning.get_masks`."""
-    return f"{name}.weight" if name else "weight"
 
 
 def _weight_param(module: nn.Module) -> torch.Tensor:
     """The trainable tensor behind ``weight`` (``weight_orig`` once the layer is pruned)."""
     return module.weight_orig if hasattr(module, "weight_mask") else module.weight
-
-
-def _effective(module: nn.Module) -> torch.Tensor:
-    """The weight the forward pass uses, recomputed (``module.weight`` may be stale)."""
-    if hasattr(module, "weight_mask"):
-        return (module.weight_orig * module.weight_mask).detach()
-    return module.weight.detach()
 
 
 def _mask(module: nn.Module) -> torch.Tensor:
@@ -259,14 +244,6 @@ def _rewind(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
             value.copy_(snapshot[key])
 
 
-def _refresh(modules: Sequence[nn.Module]) -> None:
-    """Recompute ``module.weight`` so it is current before the next forward pass."""
-    with torch.no_grad():
-        for module in modules:
-            if hasattr(module, "weight_mask"):
-                module.weight = module.weight_orig * module.weight_mask
-
-
 def ap_prune(
     model: nn.Module,
     *,
@@ -331,7 +308,7 @@ def ap_prune(
     ap_fraction = _check_fraction("ap_fraction", ap_fraction, low=0.0, high=1.0, closed=False)
     selected = _named_layers(model, layers)
     modules = [module for _, module in selected]
-    total = sum(_effective(m).numel() for m in modules)
+    total = sum(_effective_weight(m).numel() for m in modules)
     surviving = sum(int(_mask(m).sum()) for m in modules)
     steps = ap_schedule(
         total, surviving, rate, rounds=rounds, prune_fraction_per_round=prune_fraction_per_round
@@ -349,14 +326,14 @@ def ap_prune(
         )
     initial = _snapshot(model) if rewind else {}
     for cycle, target in enumerate(steps, start=1):
-        start = [_effective(m).clone() for m in modules]
+        start = [_effective_weight(m).clone() for m in modules]
         train_round(model, cycle)
         n_cycle = surviving - target
         n_ap = round(n_cycle * ap_fraction / p)
         masked = total - surviving + n_cycle - n_ap
         magnitude_prune(model, masked / total, scope="global", layers=selected)
 
-        end = [_effective(m) for m in modules]
+        end = [_effective_weight(m) for m in modules]
         mask = torch.cat([_mask(m).reshape(-1).cpu() for m in modules])
         w_end = torch.cat([w.reshape(-1).cpu() for w in end])
         w_start = torch.cat([w.reshape(-1).cpu() for w in start])
@@ -378,7 +355,7 @@ def ap_prune(
         )
         if rewind:
             _rewind(model, initial)
-        _refresh(modules)
+        _refresh_weights(modules)
     return sparsity_report(model)
 
 
@@ -392,6 +369,13 @@ class AP(PruningSchedule):
     then magnitude pruning plus AP's rule for negative weights that moved least (``ap_fraction``
     of the survivors per cycle). ``rewind`` resets the weights to the dense network after every
     cycle (the AP paper's lottery-ticket variant). AP prunes globally only.
+
+    ``prune_fraction`` (the AP paper's 0.2) replaces the geometric schedule by a fixed fraction of
+    the survivors per cycle, the last cycle removing only what is left (:func:`ap_schedule`;
+    ``rounds`` is then the most cycles allowed). ``skip_last`` leaves the classifier head dense
+    (``prunable_layers(skip_last=True)``); the rate then counts the other layers only. With
+    ``ap_fraction=0`` the schedule is iterative magnitude pruning (IMP, with ``rewind`` the
+    lottery-ticket procedure), the control that differs from AP only in AP's rule.
     """
 
     rounds: int = 6
@@ -399,6 +383,8 @@ class AP(PruningSchedule):
     ap_fraction: float = 0.02
     rewind: bool = False
     recipe: tuple[tuple[str, object], ...] = SPARSE_FINETUNE
+    prune_fraction: float | None = None
+    skip_last: bool = False
     name = "ap"
     label = "AP pruning"
     scopes = ("global",)
@@ -407,6 +393,8 @@ class AP(PruningSchedule):
         _check_count("rounds", self.rounds, minimum=1)
         _check_count("epochs_per_round", self.epochs_per_round, minimum=0)
         _check_fraction("ap_fraction", self.ap_fraction, low=0.0, high=1.0, closed=False)
+        if self.prune_fraction is not None:
+            _check_fraction("prune_fraction", self.prune_fraction, low=0.0, high=1.0, closed=False)
         if isinstance(self.recipe, Mapping):
             object.__setattr__(self, "recipe", tuple(sorted(self.recipe.items())))
 
@@ -432,12 +420,13 @@ class AP(PruningSchedule):
             rounds=self.rounds,
             train_round=train_round,
             rewind=self.rewind,
-            prune_fraction_per_round=None,
+            prune_fraction_per_round=self.prune_fraction,
             ap_fraction=self.ap_fraction,
+            layers=prunable_layers(model, skip_last=self.skip_last),
         )
 
     def settings(self) -> dict[str, object]:
-        return {
+        settings: dict[str, object] = {
             "name": self.name,
             "rounds": self.rounds,
             "epochs_per_round": self.epochs_per_round,
@@ -445,6 +434,12 @@ class AP(PruningSchedule):
             "rewind": self.rewind,
             "recipe": dict(self.recipe),
         }
+        # Only when set, so that the cache keys of existing AP runs stay valid.
+        if self.prune_fraction is not None:
+            settings["prune_fraction"] = self.prune_fraction
+        if self.skip_last:
+            settings["skip_last"] = True
+        return settings
 
 
 def _split(flat: torch.Tensor, selected: Sequence[tuple[str, nn.Module]]) -> dict[str, Any]:
@@ -618,7 +613,7 @@ class SET:
     def _rewire(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """New mask (CPU, bool), removed and grown flat positions (CPU) of one layer."""
         mask = _mask(module).reshape(-1).cpu()
-        weight = _effective(module).reshape(-1).cpu()
+        weight = _effective_weight(module).reshape(-1).cpu()
         active = mask.nonzero().squeeze(1)
         values = weight[active]
         removed = []

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from safs_smac.pruning import get_masks, magnitude_prune, sparsity_report
+from safs_smac.pruning import get_masks, magnitude_prune, prunable_layers, sparsity_report
 from safs_smac.sparse_training import (
+    AP,
     SET,
     ap_prune,
     ap_schedule,
@@ -476,3 +477,29 @@ def test_set_rejects_pruned_layers():
     magnitude_prune(model, 0.5)
     with pytest.raises(ValueError, match="already pruned"):
         SET(model)
+
+
+def test_ap_schedule_fixed_fraction_and_dense_head_keep_the_old_settings_when_unset():
+    # The fields that the benchmark uses show up in settings (cache keys) only when set, so the
+    # cache keys of AP runs made before they existed stay valid.
+    assert set(AP().settings()) == {
+        "name",
+        "rounds",
+        "epochs_per_round",
+        "ap_fraction",
+        "rewind",
+        "recipe",
+    }
+    imp = AP(rounds=9, epochs_per_round=0, ap_fraction=0.0, prune_fraction=0.5, skip_last=True)
+    assert imp.settings()["prune_fraction"] == 0.5 and imp.settings()["skip_last"] is True
+    with pytest.raises(ValueError, match="prune_fraction must be"):
+        AP(prune_fraction=1.0)
+
+    model = _mlp(0)
+    head = prunable_layers(model)[-1][1]
+    imp.prune(model, 0.75, scope="global")
+    # A fixed half of the survivors per cycle: 50 %, 75 % in two cycles; the head stays dense.
+    assert not hasattr(head, "weight_mask")
+    selected = prunable_layers(model, skip_last=True)
+    zeros = sum(int((m.weight == 0).sum()) for _, m in selected)
+    assert zeros == round(0.75 * sum(m.weight.numel() for _, m in selected))
