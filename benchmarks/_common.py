@@ -2,7 +2,7 @@
 
 The scripts in ``benchmarks/`` are run as scripts (``python benchmarks/ap.py``), so Python puts
 this directory first on ``sys.path`` and ``from _common import ...`` finds this module; the tests
-load the scripts the same way (``tests/benchmark_scripts.py``). Nothing here is part of the
+load them the same way (``pythonpath`` in pyproject.toml). Nothing here is part of the
 ``safs_smac`` package and nothing here imports its private modules.
 
 Files are written atomically (a temporary file in the target's directory, then :func:`os.replace`),
@@ -152,24 +152,175 @@ def parse_list(text: str, kind: Callable[[str], Any] = float) -> list[Any]:
     return [kind(item.strip()) for item in str(text).split(",") if item.strip()]
 
 
-def machine_description() -> dict[str, Any]:
-    """Where a benchmark ran: Python, platform, CPU count and library versions."""
-    import torch
+def machine_description() -> str:
+    """Where a benchmark ran, in one line: platform, CPUs, Python and library versions."""
+    from importlib.metadata import version
 
-    import safs_smac
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "torch": torch.__version__,
-        "safs_smac": safs_smac.__version__,
-    }
+    return (
+        f"{platform.platform()}, {os.cpu_count()} logical CPUs ({platform.processor() or 'cpu'}), "
+        f"Python {platform.python_version()}, torch {version('torch')}, smac {version('smac')}"
+    )
 
 
 def utc_now() -> str:
     """The current UTC time, to the second, ISO 8601."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------
+# Problems
+# ------------------------------------------------------------------------------------------
+
+#: ``SAFSProblem`` keywords that a benchmark flag of the same name sets (``--pruning-rate`` ->
+#: ``args.pruning_rate``); see :func:`problem_from_args`.
+PROBLEM_FLAGS = (
+    "data_root",
+    "pruning_rate",
+    "pruning",
+    "prune_schedule",
+    "dense_epochs",
+    "max_budget",
+    "seed",
+    "device",
+    "cache_dir",
+    "dataset_kwargs",
+)
+
+
+def problem_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
+    """The ``SAFSProblem`` of ``args.model`` on ``args.dataset`` that a script's flags describe.
+
+    Every flag named like a keyword in :data:`PROBLEM_FLAGS` that the script has (and that is not
+    None) is passed on; ``overrides`` win over the flags (e.g. ``seed=0`` where ``--seed`` seeds
+    something else). Keywords neither gives keep ``SAFSProblem``'s defaults.
+    """
+    from safs_smac.problem import SAFSProblem
+
+    kwargs = {name: getattr(args, name, None) for name in PROBLEM_FLAGS}
+    kwargs = {name: value for name, value in kwargs.items() if value is not None}
+    return SAFSProblem(args.model, args.dataset, **{**kwargs, **overrides})
+
+
+# ------------------------------------------------------------------------------------------
+# Search runs (compare_optimizers.py, paper_table.py): flags, output folder, meta data
+# ------------------------------------------------------------------------------------------
+
+
+def add_search_arguments(parser: argparse.ArgumentParser, default: Any, *, out_help: str) -> None:
+    """The problem, budget and execution flags of a benchmark of ``safs_smac.optimize`` runs.
+
+    ``default`` holds the defaults (``compare_optimizers.Setup()``); ``--pruning`` and
+    ``--methods`` or ``--scopes`` are the caller's, they differ between the scripts.
+    """
+    parser.add_argument("--model", default=default.model, help="zoo model")
+    parser.add_argument("--dataset", default=default.dataset, help="data set")
+    parser.add_argument("--pruning-rate", type=float, default=default.pruning_rate)
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds 0..S-1 (default: 3; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--epoch-budget",
+        type=int,
+        default=default.epoch_budget,
+        help="fine-tuning epochs per run (method x seed), final retraining not included",
+    )
+    parser.add_argument("--max-budget", type=int, default=default.max_budget, help="epochs/trial")
+    parser.add_argument("--min-budget", type=int, default=default.min_budget, help="MF lowest")
+    parser.add_argument("--eta", type=int, default=default.eta, help="MF reduction factor")
+    parser.add_argument("--dense-epochs", type=int, default=None, help="default: per model")
+    parser.add_argument("--device", default=default.device)
+    parser.add_argument("--cache-dir", default=None, help="default: $SAFS_SMAC_CACHE or ~/.cache")
+    parser.add_argument("--work-dir", default=default.work_dir, help="run directories (shared)")
+    parser.add_argument("--out", type=Path, default=None, help=out_help)
+    parser.add_argument("--n-workers", type=int, default=1, help="runs in parallel (processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: tiny synthetic data, 2 seeds, a few epochs; checks the files",
+    )
+
+
+def search_setup(
+    args: argparse.Namespace, default: Any, quick: Any, *, results: str, quick_out: str
+) -> tuple[Any, list[int], Path]:
+    """The setup, seeds and output root the flags ask for.
+
+    ``--quick`` takes ``quick`` (runs under ``<work-dir>/quick``, never mixed with full-size
+    runs, output under ``<work-dir>/<quick_out>``); otherwise the flags replace the fields of
+    ``default`` (``dataclasses.replace``), output under ``benchmarks/results/<results>``.
+    """
+    import dataclasses
+
+    if args.quick:
+        work_dir = str(Path(args.work_dir) / "quick")
+        setup = dataclasses.replace(quick, cache_dir=args.cache_dir, work_dir=work_dir)
+        return setup, list(range(args.seeds or 2)), args.out or Path(args.work_dir) / quick_out
+    fields = {
+        name: getattr(args, name)
+        for name in (
+            "model",
+            "dataset",
+            "pruning_rate",
+            "epoch_budget",
+            "max_budget",
+            "min_budget",
+            "eta",
+            "dense_epochs",
+            "device",
+            "cache_dir",
+            "work_dir",
+        )
+    }
+    if isinstance(getattr(args, "pruning", None), str):
+        fields["pruning"] = args.pruning
+    setup = dataclasses.replace(default, **fields)
+    return setup, list(range(args.seeds or 3)), args.out or RESULTS_DIR / results
+
+
+def search_meta(
+    script: str,
+    argv: Sequence[str] | None,
+    runs: pd.DataFrame,
+    *,
+    started: str,
+    wall_seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """``meta.json`` of a benchmark of search runs: command, machine, times, reused runs."""
+    return {
+        "command": command_line(script, argv),
+        "machine": machine_description(),
+        "started": started,
+        "wall_seconds": wall_seconds,
+        "runs_reused": int(runs["reused"].sum()),
+        "runs_total": len(runs),
+        "search_seconds": float(runs["search_seconds"].sum()),
+        **extra,
+    }
+
+
+def show_results(out_dir: Path, table: str = "table.md") -> int:
+    """Print the table a benchmark wrote and where its files are; the exit status 0."""
+    print((out_dir / table).read_text())
+    print(f"results in {out_dir}")
+    return 0
+
+
+def meta_footer(meta: Mapping[str, Any], invocation: str) -> list[str]:
+    """The closing lines of a search benchmark's ``table.md``: command, machine and times.
+
+    ``invocation`` says how this call ran (workers, threads, where reused runs came from).
+    """
+    return [
+        "",
+        f"Command: `{meta['command']}`  ",
+        f"Machine: {meta['machine']}  ",
+        f"Search time summed over the {meta['runs_total']} runs (from the trials' timestamps): "
+        f"{meta['search_seconds'] / 60:.1f} min. This invocation: {meta['wall_seconds'] / 60:.1f}"
+        f" min{invocation}, {meta['runs_reused']} finished runs reused; started {meta['started']}",
+        "",
+    ]
 
 
 # ------------------------------------------------------------------------------------------

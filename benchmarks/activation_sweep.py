@@ -48,7 +48,6 @@ import hashlib
 import itertools
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,9 +56,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from _common import (
+    RESULTS_DIR,
+    add_quick_argument,
+    add_run_arguments,
+    command_line,
+    parse_list,
+    parse_with_quick,
+    pyplot,
+    require_positive,
+    save_figure,
+    write_csv,
+    write_text,
+)
 from torch import nn
 
-from safs_smac._io import atomic_path, atomic_write_text
 from safs_smac.activations import resolve_operator
 from safs_smac.cache import default_cache_dir
 from safs_smac.data import Dataset, load_dataset
@@ -69,7 +80,7 @@ from safs_smac.sites import searchable_activations, set_activations
 from safs_smac.sparse_training import SET, erdos_renyi_density
 from safs_smac.training import Recipe, evaluate, fit
 
-RESULTS_ROOT = Path(__file__).resolve().parent / "results" / "activation_sweep"
+RESULTS_ROOT = RESULTS_DIR / "activation_sweep"
 #: The study's activations, in the order of its table, plus the SAFS-searched assignment.
 ACTIVATIONS = ("srelu", "relu", "softsign", "selu", "tanh", "softplus", "sigmoid", "safs")
 STUDY_ACTIVATIONS = ACTIVATIONS[:-1]
@@ -235,6 +246,33 @@ def describe_operators(model: nn.Module) -> str:
     return ";".join(f"{s.name}={s.op}" for s in activation_sites(model))
 
 
+def train_and_record(
+    model: nn.Module,
+    dataset: Dataset,
+    args: argparse.Namespace,
+    *,
+    seed: int,
+    epochs: int,
+    start: float,
+    on_epoch_end: Any = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Train ``model`` ``epochs`` epochs with the sweep's recipe; its ``runs.csv`` row."""
+    result = fit(
+        model,
+        dataset,
+        recipe(args),
+        epochs=epochs,
+        device="cpu",
+        seed=seed,
+        evaluate_val=False,
+        on_epoch_end=on_epoch_end,
+    )
+    row = finish_run(model, dataset, result, seed=seed, epochs=epochs, **fields)
+    row["seconds"] = time.perf_counter() - start
+    return row
+
+
 def finish_run(model: nn.Module, dataset: Dataset, result: Any, **fields: Any) -> dict[str, Any]:
     """A ``runs.csv`` row: final-epoch validation and test accuracy (no selection)."""
     row = dict(fields)
@@ -255,29 +293,20 @@ def run_dense(
 ) -> tuple[nn.Module, dict[str, Any]]:
     start = time.perf_counter()
     model = build_model(activation, dataset=dataset, **model_kwargs(args, seed, safs))
-    result = fit(
+    row = train_and_record(
         model,
         dataset,
-        recipe(args),
-        epochs=args.epochs,
-        device="cpu",
+        args,
         seed=seed,
-        evaluate_val=False,
-    )
-    row = finish_run(
-        model,
-        dataset,
-        result,
+        epochs=args.epochs,
+        start=start,
         activation=activation,
         regime=DENSE,
         level=DENSE,
         eps=math.nan,
-        seed=seed,
         hidden_sparsity=0.0,
-        epochs=args.epochs,
         pruned_test_accuracy=math.nan,
     )
-    row["seconds"] = time.perf_counter() - start
     return model, row
 
 
@@ -294,30 +323,20 @@ def run_oneshot(
     model = copy.deepcopy(dense)
     prune_to_densities(model, layer_densities(model, eps))
     pruned = evaluate(model, dataset.test, dataset, device="cpu").accuracy
-    result = fit(
+    return train_and_record(
         model,
         dataset,
-        recipe(args),
-        epochs=args.finetune_epochs,
-        device="cpu",
+        args,
         seed=seed,
-        evaluate_val=False,
-    )
-    row = finish_run(
-        model,
-        dataset,
-        result,
+        epochs=args.finetune_epochs,
+        start=start,
         activation=activation,
         regime="oneshot",
         level=f"eps{eps:g}",
         eps=eps,
-        seed=seed,
         hidden_sparsity=hidden_sparsity,
-        epochs=args.finetune_epochs,
         pruned_test_accuracy=pruned,
     )
-    row["seconds"] = time.perf_counter() - start
-    return row
 
 
 def run_set(
@@ -335,31 +354,21 @@ def run_set(
     sparse = SET(
         model, epsilon=eps, zeta=args.zeta, layers=layers, seed=seed, final_epoch=args.epochs
     )
-    result = fit(
+    return train_and_record(
         model,
         dataset,
-        recipe(args),
-        epochs=args.epochs,
-        device="cpu",
+        args,
         seed=seed,
-        evaluate_val=False,
+        epochs=args.epochs,
+        start=start,
         on_epoch_end=sparse,
-    )
-    row = finish_run(
-        model,
-        dataset,
-        result,
         activation=activation,
         regime="set",
         level=f"eps{eps:g}",
         eps=eps,
-        seed=seed,
         hidden_sparsity=hidden_sparsity,
-        epochs=args.epochs,
         pruned_test_accuracy=math.nan,
     )
-    row["seconds"] = time.perf_counter() - start
-    return row
 
 
 def recipe(args: argparse.Namespace) -> Recipe:
@@ -576,10 +585,7 @@ def published_table() -> str:
 def plot(
     summary: pd.DataFrame, activations: Sequence[str], levels: Sequence[str], path: Path, title: str
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     positions = range(len(levels))
@@ -633,9 +639,7 @@ def plot(
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------
@@ -672,7 +676,7 @@ def load_previous(path: Path) -> pd.DataFrame:
 
 def write_runs(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=RUN_COLUMNS)
-    atomic_write_text(path, frame.to_csv(index=False))
+    write_csv(frame, path)
     return frame
 
 
@@ -695,7 +699,7 @@ def sweep(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         safs = search_operators(args, dataset, work_dir)
         safs["seconds"] = time.perf_counter() - t0
-        atomic_write_text(out / "safs_search_trials.csv", safs["trials"].to_csv(index=False))
+        write_csv(safs["trials"], out / "safs_search_trials.csv")
         print(
             f"SAFS search: {safs['operators']} (val {safs['val_accuracy']:.4f} vs ReLU "
             f"{safs['baseline_val_accuracy']:.4f}, {safs['seconds']:.0f} s)",
@@ -745,7 +749,7 @@ def sweep(args: argparse.Namespace) -> int:
     report = markdown_report(
         args, dataset, shapes, summary, order, safs, time.perf_counter() - started
     )
-    atomic_write_text(out / "results.md", report)
+    write_text(out / "results.md", report)
     print(report)
     return 0
 
@@ -763,7 +767,7 @@ def markdown_report(
     lines = [
         f"# Activation vs sparsity: {args.dataset}, MLP {arch}",
         "",
-        f"Command: `python benchmarks/activation_sweep.py {' '.join(args.argv)}`".rstrip(),
+        f"Command: `{command_line('activation_sweep.py', args.argv)}`",
         "",
         f"{args.seeds} seed(s); SET and dense: {args.epochs} epochs; one-shot: the dense model "
         f"pruned layer-wise to SET's per-layer densities, then {args.finetune_epochs} fine-tuning "
@@ -813,10 +817,6 @@ def markdown_report(
     return "\n".join(lines)
 
 
-def parse_list(text: str, kind: type) -> list[Any]:
-    return [kind(x.strip()) for x in text.split(",") if x.strip()]
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -825,7 +825,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="mnist-5k (default, bundled) or cifar10 with --data-root",
     )
     parser.add_argument("--data-root", default=None, help="directory of on-disk data sets")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--epochs", type=int, default=8, help="SET and dense training epochs")
     parser.add_argument(
         "--finetune-epochs",
@@ -853,29 +852,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--safs-optimizer", default="smac-hpo", help="facade of safs_smac.search.optimize"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=None,
-        help="default benchmarks/results/activation_sweep/<dataset>/",
-    )
+    # Default output folder: benchmarks/results/activation_sweep/<dataset>/.
+    add_run_arguments(parser)
     parser.add_argument(
         "--work-dir",
         type=Path,
         default=None,
         help="SAFS search run and checkpoint cache (default: the safs-smac cache)",
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny smoke-test defaults: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
-    )
-    args = parser.parse_args(argv)
-    if args.quick:  # small defaults; flags given explicitly still win
-        parser.set_defaults(**QUICK)
-        args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    add_quick_argument(parser, QUICK)
+    args = parse_with_quick(parser, argv, QUICK)
     args.eps_list = parse_list(args.eps_list, float)
     args.hidden = parse_list(args.hidden, int)
     try:
@@ -884,9 +870,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ]
     except ValueError as err:
         parser.error(f"--activations: {err}")
-    for name in ("seeds", "epochs", "finetune_epochs", "safs_trials", "batch_size", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    require_positive(
+        parser, args, ("seeds", "epochs", "finetune_epochs", "safs_trials", "batch_size", "threads")
+    )
     if not args.eps_list or any(e <= 0 for e in args.eps_list):
         parser.error("--eps-list must list positive epsilons, e.g. 10,20,50,100")
     return args

@@ -416,24 +416,26 @@ def final_evaluations(
 # ------------------------------------------------------------------------------------------
 
 
+def paired_gain(frame: pd.DataFrame, column: str, treatment: str, control: str, value: str) -> str:
+    """``value`` of ``treatment`` minus ``control`` (rows told apart by ``column``), paired by
+    seed, as ``mean ± std`` points."""
+    differences = paired_differences(
+        frame, by="seed", column=column, value=value, treatment=treatment, control=control
+    )
+    return pm(differences, signed=True)
+
+
 def cycle_table(cycles: pd.DataFrame) -> str:
     rows = []
     for _, part in cycles.groupby("cycle"):
         imp, ap = part[part.method == "imp"], part[part.method == "imp_ap"]
-        gain = paired_differences(
-            part,
-            by="seed",
-            column="method",
-            value="val_accuracy",
-            treatment="imp_ap",
-            control="imp",
-        )
+        gain = paired_gain(part, "method", "imp_ap", "imp", "val_accuracy")
         rows.append(
             [
                 f"{100 * part['sparsity'].mean():.1f}%",
                 pm(imp["val_accuracy"]),
                 pm(ap["val_accuracy"]),
-                pm(gain, signed=True),
+                gain,
                 f"{100 * imp['dnr_mean'].mean():.1f}%",
                 f"{100 * ap['dnr_mean'].mean():.1f}%",
             ]
@@ -472,21 +474,14 @@ def final_table(finals: pd.DataFrame) -> str:
     for (_, method), part in per_seed.groupby(["cycle", "method"]):
         for pipeline in PIPELINES:
             sub = part[part.pipeline == pipeline]
-            gain = paired_differences(
-                part,
-                by="seed",
-                column="pipeline",
-                value="test_accuracy",
-                treatment="safs",
-                control="relu",
-            )
+            gain = paired_gain(part, "pipeline", "safs", "relu", "test_accuracy")
             rows.append(
                 [
                     f"{100 * sub['sparsity'].mean():.1f}%",
                     LABELS[method] + PIPELINE_LABELS[pipeline],
                     pm(sub["val_accuracy"]),
                     pm(sub["test_accuracy"]),
-                    pm(gain, signed=True) if pipeline == "safs" else "",
+                    gain if pipeline == "safs" else "",
                     f"{100 * sub['dnr_mean'].mean():.1f}%",
                     ", ".join(sub["operators"]) if pipeline == "safs" else "",
                 ]
@@ -513,15 +508,8 @@ def ap_gain_table(finals: pd.DataFrame) -> str:
         cells = [f"{100 * part['sparsity'].mean():.1f}%"]
         for pipeline in PIPELINES:
             sub = part[part.pipeline == pipeline]
-            gain = paired_differences(
-                sub,
-                by="seed",
-                column="method",
-                value="test_accuracy",
-                treatment="imp_ap",
-                control="imp",
-            )
-            cells.append(pm(gain, signed=True))
+            gain = paired_gain(sub, "method", "imp_ap", "imp", "test_accuracy")
+            cells.append(gain)
         rows.append(cells)
     return markdown_table(["sparsity", "test gain of AP (ReLU)", "test gain of AP (+ SAFS)"], rows)
 

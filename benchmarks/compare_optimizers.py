@@ -33,13 +33,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import math
 import multiprocessing
-import os
-import platform
-import shlex
 import sys
 import time
 import warnings
@@ -50,8 +46,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from safs_smac._io import atomic_write_json, atomic_write_text
+from _common import (
+    add_search_arguments,
+    meta_footer,
+    pm,
+    pyplot,
+    save_figure,
+    search_meta,
+    search_setup,
+    show_results,
+    utc_now,
+    write_csv,
+    write_json,
+    write_text,
+)
 
 DEFAULT_METHODS = ("lahc", "random", "smac-hpo", "smac-bb", "smac-mf", "paper")
 EXTRA_METHODS = ("greedy", "sa", "hyperband", "smac-random")
@@ -398,13 +406,7 @@ def paired_test(runs: pd.DataFrame, a: str = "lahc", candidates: Sequence[str] =
 
 # ------------------------------------------------------------------------------------- outputs
 def plot_anytime(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from safs_smac._io import atomic_path
-
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
     for method, values in curves.items():
         with warnings.catch_warnings():
@@ -420,9 +422,7 @@ def plot_anytime(curves: dict[str, np.ndarray], grid: np.ndarray, path: Path, ti
     axis.set_title(title, fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8, loc="lower right")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _pm(mean: float, std: float) -> str:
@@ -473,10 +473,10 @@ def render_table(
     lines += [
         "",
         "For reference, mean ± std over the seeds: dense "
-        f"{_pm_column(per_seed['dense_val_accuracy'])} val / "
-        f"{_pm_column(per_seed['dense_test_accuracy'])} test; magnitude pruning + fine-tuning "
-        f"(default activation, dense recipe) {_pm_column(per_seed['baseline_val_accuracy'])} val"
-        f" / {_pm_column(per_seed['baseline_test_accuracy'])} test.",
+        f"{pm(per_seed['dense_val_accuracy'])} val / "
+        f"{pm(per_seed['dense_test_accuracy'])} test; magnitude pruning + fine-tuning "
+        f"(default activation, dense recipe) {pm(per_seed['baseline_val_accuracy'])} val"
+        f" / {pm(per_seed['baseline_test_accuracy'])} test.",
         "",
         f"Epochs/wall s to {100 * TARGET_FRACTION:g}%: cumulative fine-tuning epochs (and seconds "
         "since the run's first trial started) until the validation accuracy of the run's incumbent "
@@ -503,32 +503,9 @@ def render_table(
                 f"W = {stat}, p = {p_value} (smallest p attainable with {entry['n']} pairs: "
                 f"{entry['smallest_possible_p']:.3g})"
             )
-    lines += [
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}  ",
-        f"Search time summed over the {meta['runs_total']} runs (from the trials' timestamps): "
-        f"{meta['search_seconds'] / 60:.1f} min. This invocation: {meta['wall_seconds'] / 60:.1f}"
-        f" min with {meta['n_workers']} worker process(es) x {meta['threads']} torch thread(s), "
-        f"{meta['runs_reused']} finished runs reused; started {meta['started']}",
-        "",
-    ]
+    workers = f" with {meta['n_workers']} worker process(es) x {meta['threads']} torch thread(s)"
+    lines += meta_footer(meta, workers)
     return "\n".join(lines)
-
-
-def _pm_column(values: pd.Series) -> str:
-    """Mean ± sample standard deviation of accuracies in [0, 1], as percent."""
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return _pm(100 * float(values.mean()), 100 * std)
-
-
-def machine_description() -> str:
-    from importlib.metadata import version
-
-    return (
-        f"{platform.platform()}, {os.cpu_count()} logical CPUs ({platform.processor() or 'cpu'}), "
-        f"Python {platform.python_version()}, torch {version('torch')}, smac {version('smac')}"
-    )
 
 
 def write_outputs(
@@ -543,13 +520,11 @@ def write_outputs(
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = [c for c in TRIAL_COLUMNS if c in trials]
     columns += [c for c in trials if ":" in c]  # the configuration's hyperparameters
-    atomic_write_text(
-        out_dir / "trials.csv", trials[columns].to_csv(index=False, float_format="%.6g")
-    )
-    atomic_write_text(out_dir / "runs.csv", runs.to_csv(index=False, float_format="%.6g"))
+    write_csv(trials[columns], out_dir / "trials.csv", float_format="%.6g")
+    write_csv(runs, out_dir / "runs.csv", float_format="%.6g")
     summary = summary_table(runs, trials)
     test = paired_test(runs)
-    atomic_write_json(out_dir / "wilcoxon.json", test or {})
+    write_json(out_dir / "wilcoxon.json", test or {})
     grid = np.arange(0, int(np.ceil(trials["cumulative_epochs"].max())) + 1)
     plot_anytime(
         anytime_curves(trials, grid),
@@ -558,8 +533,8 @@ def write_outputs(
         f"{setup.model} / {setup.dataset} / {setup.pruning} {100 * setup.pruning_rate:g}%: "
         f"mean ± std over {len(seeds)} seeds",
     )
-    atomic_write_json(out_dir / "meta.json", {**meta, "setup": dataclasses.asdict(setup)})
-    atomic_write_text(out_dir / "table.md", render_table(summary, runs, test, setup, seeds, meta))
+    write_json(out_dir / "meta.json", {**meta, "setup": dataclasses.asdict(setup)})
+    write_text(out_dir / "table.md", render_table(summary, runs, test, setup, seeds, meta))
 
 
 def check_outputs(out_dir: Path, methods: Sequence[str], seeds: Sequence[int]) -> None:
@@ -610,43 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default=default.model, help="zoo model")
-    parser.add_argument("--dataset", default=default.dataset, help="data set")
-    parser.add_argument("--pruning-rate", type=float, default=default.pruning_rate)
     parser.add_argument("--pruning", default=default.pruning, choices=["layerwise", "global"])
     parser.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
         help=f"comma-separated; also available: {', '.join(EXTRA_METHODS)}",
     )
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds 0..S-1 (default: 3; 2 with --quick)"
-    )
-    parser.add_argument(
-        "--epoch-budget",
-        type=int,
-        default=default.epoch_budget,
-        help="fine-tuning epochs per run (method x seed), final retraining not included",
-    )
-    parser.add_argument("--max-budget", type=int, default=default.max_budget, help="epochs/trial")
-    parser.add_argument("--min-budget", type=int, default=default.min_budget, help="MF lowest")
-    parser.add_argument("--eta", type=int, default=default.eta, help="MF reduction factor")
-    parser.add_argument("--dense-epochs", type=int, default=None, help="default: per model")
-    parser.add_argument("--device", default=default.device)
-    parser.add_argument("--cache-dir", default=None, help="default: $SAFS_SMAC_CACHE or ~/.cache")
-    parser.add_argument("--work-dir", default=default.work_dir, help="run directories")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="default: benchmarks/results/compare"
-    )
-    parser.add_argument(
-        "--n-workers", type=int, default=1, help="runs in parallel (one process each)"
-    )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: tiny synthetic data, 2 seeds, a few epochs; checks the files",
-    )
+    add_search_arguments(parser, default, out_help="default: benchmarks/results/compare")
     return parser
 
 
@@ -657,59 +602,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown methods {unknown}; valid: {', '.join(LABELS)}", file=sys.stderr)
         return 2
-    if args.quick:
-        work_dir = str(Path(args.work_dir) / "quick")  # never mixed with full-size runs
-        setup = dataclasses.replace(QUICK, cache_dir=args.cache_dir, work_dir=work_dir)
-        seeds = list(range(args.seeds or 2))
-        out_root = args.out or Path(args.work_dir) / "compare-quick"
-    else:
-        setup = Setup(
-            model=args.model,
-            dataset=args.dataset,
-            pruning_rate=args.pruning_rate,
-            pruning=args.pruning,
-            epoch_budget=args.epoch_budget,
-            max_budget=args.max_budget,
-            min_budget=args.min_budget,
-            eta=args.eta,
-            dense_epochs=args.dense_epochs,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            work_dir=args.work_dir,
-        )
-        seeds = list(range(args.seeds or 3))
-        out_root = args.out or Path(__file__).resolve().parent / "results" / "compare"
+    setup, seeds, out_root = search_setup(
+        args, Setup(), QUICK, results="compare", quick_out="compare-quick"
+    )
     out_dir = out_root / setup.problem_id
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    wall = time.perf_counter()
+    started, wall = utc_now(), time.perf_counter()
     print(f"{setup.problem_id}: {', '.join(methods)} x seeds {seeds}", flush=True)
     warm_caches(setup, seeds)
     jobs = [(setup, method, seed) for seed in seeds for method in methods]
     runs, trials = run_jobs(jobs, n_workers=args.n_workers, threads=args.threads)
-    meta = {
-        "command": shlex.join(
-            [
-                "python",
-                "benchmarks/compare_optimizers.py",
-                *(sys.argv[1:] if argv is None else argv),
-            ]
-        ),
-        "machine": machine_description(),
-        "started": started,
-        "wall_seconds": time.perf_counter() - wall,
-        "runs_reused": int(runs["reused"].sum()),
-        "runs_total": len(runs),
-        "search_seconds": float(runs["search_seconds"].sum()),
-        "n_workers": args.n_workers,
-        "threads": args.threads,
-        "methods": methods,
-        "seeds": seeds,
-    }
+    meta = search_meta(
+        "compare_optimizers.py",
+        argv,
+        runs,
+        started=started,
+        wall_seconds=time.perf_counter() - wall,
+        n_workers=args.n_workers,
+        threads=args.threads,
+        methods=methods,
+        seeds=seeds,
+    )
     write_outputs(out_dir, runs, trials, setup, seeds, meta)
     check_outputs(out_dir, methods, seeds)
-    print((out_dir / "table.md").read_text())
-    print(f"results in {out_dir}")
-    return 0
+    return show_results(out_dir)
 
 
 if __name__ == "__main__":

@@ -24,23 +24,16 @@ import time
 from pathlib import Path
 
 import torch
+from _common import RESULTS_DIR, problem_from_args, write_json, write_text
 
-from safs_smac._io import atomic_write_json, atomic_write_text
 from safs_smac.cli import DEFAULT_MAX_BUDGET, DEFAULT_MIN_BUDGET, DEFAULT_TRIALS
-from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
 
 
 def measure(cache_dir: Path, output_dir: Path, args: argparse.Namespace) -> dict[str, float]:
     """Run the main job once; return its timings."""
     start = time.perf_counter()
-    problem = SAFSProblem(
-        args.model,
-        args.dataset,
-        cache_dir=cache_dir,
-        device=args.device,
-        max_budget=round(args.max_budget),
-    )
+    problem = problem_from_args(args, cache_dir=cache_dir, max_budget=round(args.max_budget))
     problem.pruned_checkpoint()
     checkpoint_seconds = time.perf_counter() - start
     result = optimize(
@@ -81,9 +74,7 @@ def main() -> None:
     parser.add_argument("--min-budget", type=float, default=DEFAULT_MIN_BUDGET)
     parser.add_argument("--max-budget", type=float, default=DEFAULT_MAX_BUDGET)
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--output", type=Path, default=Path(__file__).parent / "results" / "overhead"
-    )
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "overhead")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="safs-overhead-") as tmp:
@@ -119,9 +110,8 @@ def main() -> None:
     ]
     report = "\n".join(lines)
     print(report)
-    args.output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.output / "overhead.md", report + "\n")
-    atomic_write_json(args.output / "overhead.json", {"cold": cold, "warm": warm})
+    write_text(args.output / "overhead.md", report + "\n")
+    write_json(args.output / "overhead.json", {"cold": cold, "warm": warm})
 
 
 if __name__ == "__main__":

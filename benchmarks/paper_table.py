@@ -30,21 +30,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
-import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported by tests
-
-from compare_optimizers import QUICK, Setup, machine_description, run_jobs, warm_caches
-
-from safs_smac._io import atomic_write_json, atomic_write_text
+# A sibling script: its folder is on sys.path when this one runs as a script (and in the tests).
+from compare_optimizers import QUICK, Setup, run_jobs, warm_caches
 
 METHODS = ("paper", "stage2-only", "smac-mf")
 SCOPES = ("layerwise", "global")
@@ -93,11 +89,6 @@ def _search_epochs(run: pd.Series, prefix: str) -> float:
     return float(run["stage1_epochs"] if prefix == "stage1_" else run["epochs"])
 
 
-def _pm(values: pd.Series) -> str:
-    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-    return f"{100 * float(values.mean()):.2f} ± {100 * std:.2f}"
-
-
 def render(rows: pd.DataFrame, setup: Setup, seeds: Sequence[int], meta: dict[str, Any]) -> str:
     """``table.md``."""
     lines = [
@@ -127,8 +118,9 @@ def render(rows: pd.DataFrame, setup: Setup, seeds: Sequence[int], meta: dict[st
             gain = entry.set_index("seed")["test_accuracy"] - base
             delta = "" if label == ROWS[0][0] else f"{100 * gain.mean():+.2f}"  # not for dense
             lines.append(
-                f"| {label} | {_pm(entry['val_accuracy'])} | {_pm(entry['test_accuracy'])} | "
-                f"{delta} | {entry['search_epochs'].mean():.0f} |"
+                f"| {label} | {common.pm(entry['val_accuracy'])} | "
+                f"{common.pm(entry['test_accuracy'])} | {delta} | "
+                f"{entry['search_epochs'].mean():.0f} |"
             )
     if setup.model == "lenet5":
         lines += [
@@ -136,16 +128,8 @@ def render(rows: pd.DataFrame, setup: Setup, seeds: Sequence[int], meta: dict[st
             "The paper (LeNet-5 on full MNIST, 80-epoch trials, 200-epoch retraining; dense | "
             f"magnitude pruning | stage 1 | stage 2 | SAFS, test %): {PAPER_LENET5}.",
         ]
-    lines += [
-        "",
-        f"Command: `{meta['command']}`  ",
-        f"Machine: {meta['machine']}  ",
-        f"Search time summed over the {meta['runs_total']} runs (from the trials' timestamps): "
-        f"{meta['search_seconds'] / 60:.1f} min. This invocation: {meta['wall_seconds'] / 60:.1f}"
-        f" min, {meta['runs_reused']} finished runs reused (e.g. from compare_optimizers.py); "
-        f"started {meta['started']}",
-        "",
-    ]
+    reuse = " (finished runs are reused, e.g. from compare_optimizers.py)"
+    lines += common.meta_footer(meta, reuse)
     return "\n".join(lines)
 
 
@@ -173,29 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", default=default.model, help="zoo model")
-    parser.add_argument("--dataset", default=default.dataset, help="data set")
-    parser.add_argument("--pruning-rate", type=float, default=default.pruning_rate)
     parser.add_argument("--scopes", default=",".join(SCOPES), help="pruning scopes, one block each")
-    parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds 0..S-1 (default: 3; 2 quick)"
-    )
-    parser.add_argument(
-        "--epoch-budget", type=int, default=default.epoch_budget, help="search epochs of a run"
-    )
-    parser.add_argument("--max-budget", type=int, default=default.max_budget, help="epochs/trial")
-    parser.add_argument("--min-budget", type=int, default=default.min_budget, help="MF lowest")
-    parser.add_argument("--eta", type=int, default=default.eta, help="MF reduction factor")
-    parser.add_argument("--dense-epochs", type=int, default=None, help="default: per model")
-    parser.add_argument("--device", default=default.device)
-    parser.add_argument("--cache-dir", default=None, help="default: $SAFS_SMAC_CACHE or ~/.cache")
-    parser.add_argument("--work-dir", default=default.work_dir, help="run directories (shared)")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="default: benchmarks/results/paper_table"
-    )
-    parser.add_argument("--n-workers", type=int, default=1, help="runs in parallel (processes)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--quick", action="store_true", help="smoke test on tiny synthetic data")
+    common.add_search_arguments(parser, default, out_help="default: benchmarks/results/paper_table")
     return parser
 
 
@@ -205,30 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not scopes or set(scopes) - set(SCOPES):
         print(f"error: --scopes takes {', '.join(SCOPES)}, got {args.scopes!r}", file=sys.stderr)
         return 2
-    if args.quick:
-        work_dir = str(Path(args.work_dir) / "quick")  # the same place as the quick comparison
-        base = dataclasses.replace(QUICK, cache_dir=args.cache_dir, work_dir=work_dir)
-        seeds = list(range(args.seeds or 2))
-        out_root = args.out or Path(args.work_dir) / "paper-table-quick"
-    else:
-        base = Setup(
-            model=args.model,
-            dataset=args.dataset,
-            pruning_rate=args.pruning_rate,
-            epoch_budget=args.epoch_budget,
-            max_budget=args.max_budget,
-            min_budget=args.min_budget,
-            eta=args.eta,
-            dense_epochs=args.dense_epochs,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            work_dir=args.work_dir,
-        )
-        seeds = list(range(args.seeds or 3))
-        out_root = args.out or Path(__file__).resolve().parent / "results" / "paper_table"
+    # The quick runs share compare_optimizers.py's folder, so they are reused here too.
+    base, seeds, out_root = common.search_setup(
+        args, Setup(), QUICK, results="paper_table", quick_out="paper-table-quick"
+    )
     out_dir = out_root / f"{base.model}_{base.dataset}_{base.pruning_rate:g}"
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    wall = time.perf_counter()
+    started, wall = common.utc_now(), time.perf_counter()
     setups = [dataclasses.replace(base, pruning=scope) for scope in scopes]
     for setup in setups:
         warm_caches(setup, seeds)
@@ -236,28 +181,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs, _ = run_jobs(jobs, n_workers=args.n_workers, threads=args.threads)
     runs.insert(0, "scope", [setup.pruning for setup, _, _ in jobs])
     rows = table_rows(runs)
-    meta = {
-        "command": shlex.join(
-            ["python", "benchmarks/paper_table.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "machine": machine_description(),
-        "started": started,
-        "wall_seconds": time.perf_counter() - wall,
-        "runs_reused": int(runs["reused"].sum()),
-        "runs_total": len(runs),
-        "search_seconds": float(runs["search_seconds"].sum()),
-        "seeds": seeds,
-        "scopes": scopes,
-        "setup": dataclasses.asdict(base),
-    }
+    meta = common.search_meta(
+        "paper_table.py",
+        argv,
+        runs,
+        started=started,
+        wall_seconds=time.perf_counter() - wall,
+        seeds=seeds,
+        scopes=scopes,
+        setup=dataclasses.asdict(base),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "rows.csv", rows.to_csv(index=False, float_format="%.6g"))
-    atomic_write_json(out_dir / "meta.json", meta)
-    atomic_write_text(out_dir / "table.md", render(rows, base, seeds, meta))
+    common.write_csv(rows, out_dir / "rows.csv", float_format="%.6g")
+    common.write_json(out_dir / "meta.json", meta)
+    common.write_text(out_dir / "table.md", render(rows, base, seeds, meta))
     check_outputs(out_dir, scopes, seeds)
-    print((out_dir / "table.md").read_text())
-    print(f"results in {out_dir}")
-    return 0
+    return common.show_results(out_dir)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ import datetime as dt
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -46,15 +45,14 @@ from typing import Any
 
 import psutil
 import torch
+from _common import RESULTS_DIR, command_line, problem_from_args, write_json, write_text
 from smac import Scenario
 
 from safs_smac import parallel
-from safs_smac._io import atomic_write_json, atomic_write_text
 from safs_smac.optimizers import RandomSearch, run_optimizer
 from safs_smac.problem import SAFSProblem
 from safs_smac.workers import available_cores, threads_per_worker
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results" / "scaling"
 QUICK_DATA = {"n_train": 256, "n_val": 128, "n_test": 64, "num_classes": 4, "channels": 1}
 
 
@@ -75,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dense-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=None)
-    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR / "scaling")
     parser.add_argument(
         "--quick", action="store_true", help="synthetic data and 6 trials: a smoke test"
     )
@@ -91,15 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_problem(args: argparse.Namespace) -> SAFSProblem:
-    return SAFSProblem(
-        args.model,
-        args.dataset,
-        pruning_rate=args.pruning_rate,
-        dense_epochs=args.dense_epochs,
+    return problem_from_args(
+        args,
         max_budget=args.epochs,
-        seed=args.seed,
         device="cpu",
-        cache_dir=args.cache_dir,
         dataset_kwargs=QUICK_DATA if args.dataset == "synthetic" else None,
     )
 
@@ -234,13 +227,13 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": dt.datetime.now().isoformat(timespec="minutes"),
-        "command": " ".join(["python benchmarks/scaling.py", *map(shlex.quote, sys.argv[1:])]),
+        "command": command_line("scaling.py", argv),
     }
     report = render(rows, meta)
     print(report)
     out = args.output_dir
-    atomic_write_text(out / "scaling.md", report)
-    atomic_write_json(out / "scaling.json", {"meta": meta, "runs": rows})
+    write_text(out / "scaling.md", report)
+    write_json(out / "scaling.json", {"meta": meta, "runs": rows})
     return 0
 
 

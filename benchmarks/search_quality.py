@@ -38,12 +38,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import math
-import os
-import platform
-import shlex
 import sys
 import time
 import warnings
@@ -53,6 +48,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import (
+    RESULTS_DIR,
+    command_line,
+    machine_description,
+    problem_from_args,
+    utc_now,
+    wilcoxon_p,
+    write_csv,
+    write_json,
+    write_text,
+)
 
 DEFAULT_ROWS = (
     "oneshot_mp",
@@ -92,20 +98,14 @@ FINAL_SEED = 10_000
 
 
 def _problem(args: argparse.Namespace, scope: str, seed: int, schedule: str, **kwargs: Any) -> Any:
-    from safs_smac import SAFSProblem
-
-    return SAFSProblem(
-        args.model,
-        args.dataset,
+    return problem_from_args(
+        args,
         pruning_rate=args.rate,
         pruning=scope,
         prune_schedule=schedule,
         device="cpu",
         cache_dir=Path(args.work_dir) / "cache",
         seed=seed,
-        max_budget=args.max_budget,
-        dense_epochs=args.dense_epochs,
-        dataset_kwargs=args.dataset_kwargs,
         **kwargs,
     )
 
@@ -242,10 +242,7 @@ def run_job(args: argparse.Namespace, scope: str, seed: int) -> list[dict[str, A
                     time.perf_counter(),
                 )
         add_row(method, problem, spec, selection, start)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows))
-    os.replace(tmp, cache)
+    write_json(cache, rows)
     return rows
 
 
@@ -263,8 +260,6 @@ def _with_recipe(spec: Any, overrides: dict[str, Any]) -> Any:
 
 def summarise(runs: pd.DataFrame) -> str:
     """Markdown: mean +- std per scope and method, then paired comparisons."""
-    from scipy.stats import wilcoxon
-
     lines = []
     for scope, frame in runs.groupby("scope", sort=False):
         seeds = sorted(frame["seed"].unique())
@@ -294,9 +289,7 @@ def summarise(runs: pd.DataFrame) -> str:
                 continue
             pair = table[[row, base]].dropna()
             diff = 100 * (pair[row] - pair[base])
-            p = math.nan
-            if len(diff) >= 2 and (diff != 0).any():
-                p = float(wilcoxon(diff).pvalue)
+            p = wilcoxon_p(diff.tolist())
             lines.append(
                 f"| {LABELS[row]} vs {LABELS[base]} | {diff.mean():+.1f} "
                 f"| {int((diff > 0).sum())}/{len(diff)} | {p:.3f} |"
@@ -324,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="jobs in parallel (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job")
     parser.add_argument("--work-dir", type=Path, default=Path("safs_runs/search_quality"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/search_quality"))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "search_quality")
     parser.add_argument("--quick", action="store_true", help="synthetic data, tiny budgets")
     parser.add_argument(
         "--report-only",
@@ -354,21 +347,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = [run_job(args, scope, seed) for scope, seed in jobs]
     runs = pd.DataFrame([row for rows in results for row in rows])
-    args.out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(args.out / "runs.csv", index=False)
+    write_csv(runs, args.out / "runs.csv")
     table = summarise(runs)
-    (args.out / "table.md").write_text(table)
+    write_text(args.out / "table.md", table)
     meta = {
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "python": platform.python_version(),
+        "command": command_line("search_quality.py", argv),
+        "date": utc_now(),
+        "machine": machine_description(),
         "workers": args.workers,
         "threads_per_job": args.threads,
         "wall_seconds": time.perf_counter() - start,
     }
     if not args.report_only:  # keep the meta of the run that computed the jobs
-        (args.out / "meta.json").write_text(json.dumps(meta, indent=2))
+        write_json(args.out / "meta.json", meta)
     print(table)
     return 0
 

@@ -39,9 +39,7 @@ import datetime as dt
 import math
 import os
 import platform
-import shlex
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -49,10 +47,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _common import RESULTS_DIR, command_line, write_json, write_text
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from safs_smac._io import atomic_write_json, atomic_write_text
 from safs_smac.data import Dataset, Split, load_dataset
 from safs_smac.models import create_model
 from safs_smac.pruning import get_masks, magnitude_prune
@@ -74,7 +72,6 @@ CPU_STEPS = {"lenet5": 100, "mlp": 50, "resnet18": 6, "vgg16": 4, "efficientnet_
 ACCELERATOR_STEPS = 50
 NUM_CLASSES = 10
 VARIANTS = ("ours", "bare", "reference")
-RESULTS_DIR = Path(__file__).resolve().parent / "results" / "throughput"
 
 
 class ReferenceActivation(nn.Module):
@@ -458,7 +455,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="time the table reports: elapsed, or CPU time of this process (CPU device only; "
         "robust on a busy machine with --threads 1)",
     )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / "throughput", help="results directory"
+    )
     args = parser.parse_args(argv)
     for option in ("steps", "batch_size", "repeats", "threads"):
         value = getattr(args, option)
@@ -517,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
 
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    command = command_line("throughput.py", argv)
     meta = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -543,8 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem = args.out / f"{device.type}-{stamp}"
     header = "\n".join(f"- {key}: `{_plain(value)}`" for key, value in meta.items())
-    atomic_write_text(stem.with_suffix(".md"), f"# Throughput\n\n{header}\n\n{table}\n")
-    atomic_write_json(stem.with_suffix(".json"), {"meta": meta, "results": rows})
+    write_text(stem.with_suffix(".md"), f"# Throughput\n\n{header}\n\n{table}\n")
+    write_json(stem.with_suffix(".json"), {"meta": meta, "results": rows})
     print(f"\nwrote {stem}.md and {stem}.json")
     return 0
 

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def scaling():
-    spec = importlib.util.spec_from_file_location("scaling", ROOT / "benchmarks" / "scaling.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scaling"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("scaling", None)
+    # pytest puts benchmarks/ on sys.path (pyproject.toml), as Python does for a script.
+    return importlib.import_module("scaling")
 
 
 def test_settings_pair_each_worker_count_with_its_threads(scaling, monkeypatch) -> None:
