@@ -107,6 +107,14 @@ def add_run_arguments(
     )
 
 
+def add_data_arguments(
+    parser: argparse.ArgumentParser, *, default: str = "mnist-5k", help: str = "data set"
+) -> None:
+    """``--dataset`` and ``--data-root`` (the directory of on-disk data sets)."""
+    parser.add_argument("--dataset", default=default, help=help)
+    parser.add_argument("--data-root", default=None, help="directory of on-disk data sets")
+
+
 def add_quick_argument(parser: argparse.ArgumentParser, quick: Mapping[str, Any]) -> None:
     """``--quick``: small defaults for a smoke test; flags given explicitly still win."""
     shown = ", ".join(f"{key}={value}" for key, value in quick.items())
@@ -187,8 +195,11 @@ PROBLEM_FLAGS = (
 )
 
 
-def problem_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
+def problem_from_args(args: Any, **overrides: Any) -> Any:
     """The ``SAFSProblem`` of ``args.model`` on ``args.dataset`` that a script's flags describe.
+
+    ``args`` is an ``argparse.Namespace`` or any object with such attributes (a settings
+    dataclass).
 
     Every flag named like a keyword in :data:`PROBLEM_FLAGS` that the script has (and that is not
     None) is passed on; ``overrides`` win over the flags (e.g. ``seed=0`` where ``--seed`` seeds

@@ -58,6 +58,7 @@ import pandas as pd
 import torch
 from _common import (
     RESULTS_DIR,
+    add_data_arguments,
     add_quick_argument,
     add_run_arguments,
     command_line,
@@ -246,18 +247,33 @@ def describe_operators(model: nn.Module) -> str:
     return ";".join(f"{s.name}={s.op}" for s in activation_sites(model))
 
 
+def run_fields(
+    activation: str, regime: str, eps: float, hidden_sparsity: float, pruned: float = math.nan
+) -> dict[str, Any]:
+    """The columns of a ``runs.csv`` row that say which run it is."""
+    level = DENSE if regime == DENSE else f"eps{eps:g}"
+    return {
+        "activation": activation,
+        "regime": regime,
+        "level": level,
+        "eps": eps,
+        "hidden_sparsity": hidden_sparsity,
+        "pruned_test_accuracy": pruned,
+    }
+
+
 def train_and_record(
     model: nn.Module,
     dataset: Dataset,
     args: argparse.Namespace,
-    *,
     seed: int,
     epochs: int,
     start: float,
+    fields: dict[str, Any],
     on_epoch_end: Any = None,
-    **fields: Any,
 ) -> dict[str, Any]:
-    """Train ``model`` ``epochs`` epochs with the sweep's recipe; its ``runs.csv`` row."""
+    """Train ``model`` ``epochs`` epochs with the sweep's recipe; its ``runs.csv`` row
+    (``fields`` from :func:`run_fields`, ``start`` when the run began)."""
     result = fit(
         model,
         dataset,
@@ -294,18 +310,7 @@ def run_dense(
     start = time.perf_counter()
     model = build_model(activation, dataset=dataset, **model_kwargs(args, seed, safs))
     row = train_and_record(
-        model,
-        dataset,
-        args,
-        seed=seed,
-        epochs=args.epochs,
-        start=start,
-        activation=activation,
-        regime=DENSE,
-        level=DENSE,
-        eps=math.nan,
-        hidden_sparsity=0.0,
-        pruned_test_accuracy=math.nan,
+        model, dataset, args, seed, args.epochs, start, run_fields(activation, DENSE, math.nan, 0.0)
     )
     return model, row
 
@@ -327,15 +332,10 @@ def run_oneshot(
         model,
         dataset,
         args,
-        seed=seed,
-        epochs=args.finetune_epochs,
-        start=start,
-        activation=activation,
-        regime="oneshot",
-        level=f"eps{eps:g}",
-        eps=eps,
-        hidden_sparsity=hidden_sparsity,
-        pruned_test_accuracy=pruned,
+        seed,
+        args.finetune_epochs,
+        start,
+        run_fields(activation, "oneshot", eps, hidden_sparsity, pruned),
     )
 
 
@@ -358,16 +358,11 @@ def run_set(
         model,
         dataset,
         args,
-        seed=seed,
-        epochs=args.epochs,
-        start=start,
+        seed,
+        args.epochs,
+        start,
+        run_fields(activation, "set", eps, hidden_sparsity),
         on_epoch_end=sparse,
-        activation=activation,
-        regime="set",
-        level=f"eps{eps:g}",
-        eps=eps,
-        hidden_sparsity=hidden_sparsity,
-        pruned_test_accuracy=math.nan,
     )
 
 
@@ -819,12 +814,7 @@ def markdown_report(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--dataset",
-        default="mnist-5k",
-        help="mnist-5k (default, bundled) or cifar10 with --data-root",
-    )
-    parser.add_argument("--data-root", default=None, help="directory of on-disk data sets")
+    add_data_arguments(parser, help="mnist-5k (default, bundled) or cifar10 with --data-root")
     parser.add_argument("--epochs", type=int, default=8, help="SET and dense training epochs")
     parser.add_argument(
         "--finetune-epochs",

@@ -58,6 +58,7 @@ import pandas as pd
 import torch
 from _common import (
     RESULTS_DIR,
+    add_data_arguments,
     add_quick_argument,
     add_run_arguments,
     band,
@@ -688,8 +689,7 @@ def markdown_report(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="mnist-5k")
-    parser.add_argument("--data-root", default=None, help="directory of on-disk data sets")
+    add_data_arguments(parser)
     parser.add_argument("--sparsity", type=float, default=0.98, help="final sparsity")
     parser.add_argument(
         "--prune-fraction",

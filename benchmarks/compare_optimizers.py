@@ -50,6 +50,7 @@ from _common import (
     add_search_arguments,
     meta_footer,
     pm,
+    problem_from_args,
     pyplot,
     save_figure,
     search_meta,
@@ -125,20 +126,9 @@ class Setup:
 
     def problem(self, seed: int, **overrides: Any) -> Any:
         """The SAFS problem of seed ``seed`` (``seed`` trains the dense model)."""
-        from safs_smac.problem import SAFSProblem
-
-        return SAFSProblem(
-            self.model,
-            self.dataset,
-            pruning_rate=self.pruning_rate,
-            pruning=self.pruning,
-            seed=seed,
-            dense_epochs=self.dense_epochs,
-            max_budget=self.max_budget,
-            device=self.device,
-            cache_dir=self.cache_dir,
-            dataset_kwargs=dict(self.dataset_kwargs),
-            **overrides,
+        # The fields are named like SAFSProblem's keywords: one keyword list for every script.
+        return problem_from_args(
+            self, seed=seed, dataset_kwargs=dict(self.dataset_kwargs), **overrides
         )
 
     def full_budget_trials(self) -> int:
