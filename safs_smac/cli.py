@@ -60,6 +60,25 @@ _epochs = _positive_number("a number of epochs", allow_inf=False)
 _seconds = _positive_number("seconds", allow_inf=True)
 
 
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
+
+
+def _output_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a directory, got an empty name (a run never writes into the current "
+            "directory); e.g. --output-dir safs_runs/run1"
+        )
+    return Path(text)
+
+
 def _eta(text: str) -> int:
     try:
         value = int(text)
@@ -91,7 +110,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every option shows its default in ``--help``)."""
-    from safs_smac.search import (
+    from safs_smac.search.names import (
         ASK_TELL_OPTIMIZERS,
         DEFAULT_JOINT_OPTIMIZER,
         DEFAULT_STAGE1_OPTIMIZER,
@@ -191,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eta", type=_eta, default=3, help="successive-halving reduction factor")
     run.add_argument(
         "--output-dir",
-        type=Path,
+        type=_output_dir,
         default=None,
         help="run directory (default: "
         "safs_runs/<model>_<dataset>_<pruning><rate>_<optimizer or paper-...>_s<seed>)",
@@ -226,7 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: no limit)",
     )
     run.add_argument(
-        "--overwrite", action="store_true", help="replace a different run in --output-dir"
+        "--overwrite",
+        action="store_true",
+        help="replace a different run in --output-dir (only the files a run writes are removed; "
+        "a directory holding anything else is refused)",
+    )
+    run.add_argument(
+        "--wait",
+        type=_non_negative_number,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another process using --output-dir to finish (default: refuse "
+        "at once)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log cache hits and SMAC info")
@@ -355,6 +385,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         print(f"safs-smac: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:  # a path that cannot be read or written: the user's to fix
+        where = f" ({err.filename})" if err.filename else ""
+        print(
+            f"safs-smac: error: {err.strerror or err}{where}; check that the path exists, is "
+            "writable and has space, or choose another one",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("safs-smac: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
@@ -408,6 +446,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         trial_walltime_limit=args.trial_walltime,
         trial_memory_limit=args.trial_memory,
         overwrite=args.overwrite,
+        wait=args.wait,
         eta=args.eta,
         progress=not args.no_progress,
     )
@@ -456,9 +495,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
         read_trials,
         trajectory_references,
     )
+    from safs_smac.runs.results import trusted_trials
 
     summary = load_summary(args.output_dir)
-    trials = read_trials(args.output_dir / "results.csv")
+    # Checked against the run history: a truncated results.csv is rebuilt, never trusted.
+    trials = (
+        trusted_trials(args.output_dir)
+        if (args.output_dir / "run.json").exists()
+        else (read_trials(args.output_dir / "results.csv"))
+    )
     print(format_table(summary))
     for name, stage in summary.get("stages", {}).items():  # --protocol paper
         final = stage["incumbent"]
@@ -479,11 +524,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     print()
     print(f"{len(trials)} trials, {trials['epochs'].sum():.0f} fine-tuning epochs")
-    plot_trajectory(
-        trials, args.output_dir / "trajectory.png", references=trajectory_references(summary)
-    )
-    if dnr:
-        plot_dnr(dnr, args.output_dir / "dnr.png", title="incumbent: dead neuron rate per site")
+    try:
+        plot_trajectory(
+            trials, args.output_dir / "trajectory.png", references=trajectory_references(summary)
+        )
+        if dnr:
+            plot_dnr(dnr, args.output_dir / "dnr.png", title="incumbent: dead neuron rate per site")
+    except OSError as err:  # a read-only run directory still reports
+        print(
+            f"safs-smac: note: plots not redrawn in {args.output_dir} ({err.strerror or err})",
+            file=sys.stderr,
+        )
+        return 0
     print(f"plots in {args.output_dir}")
     return 0
 

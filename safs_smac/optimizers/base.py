@@ -13,7 +13,6 @@ state and continues where the run stopped.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ from smac.runner.abstract_runner import AbstractRunner
 
 from safs_smac._io import atomic_path
 from safs_smac.optimizers.neighbours import Move, mixed_move, plain_values
+from safs_smac.runs.state import load_runhistory
 
 __all__ = [
     "AskTellOptimizer",
@@ -461,26 +461,6 @@ def lookup_trial(runhistory: RunHistory, info: TrialInfo) -> TrialValue | None:
     Use it in a custom ask/tell loop to skip trials that were already evaluated.
     """
     return _TrialIndex(runhistory).lookup(info)
-
-
-def load_runhistory(path: str | Path, configspace: ConfigurationSpace) -> RunHistory:
-    """Load a ``runhistory.json``, failing loudly where ``RunHistory.load`` would start empty."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no runhistory at {path}; pass the runhistory.json written by run_optimizer or SMAC."
-        )
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict) or not {"data", "configs"} <= data.keys():
-            raise ValueError("missing 'data' or 'configs'")
-    except ValueError as err:
-        raise ValueError(
-            f"{path} is not a SMAC runhistory ({err}); delete it to start the run afresh."
-        ) from err
-    runhistory = RunHistory()
-    runhistory.load(path, configspace)
-    return runhistory
 
 
 def _save_atomically(runhistory: RunHistory, path: Path) -> None:
