@@ -166,7 +166,7 @@ def test_unknown_option_lists_valid_ones():
 
 
 def test_register_model_adds_a_model(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", models._REGISTRY.copy())
+    monkeypatch.setattr(models.registry, "_REGISTRY", models.registry._REGISTRY.copy())
 
     @register_model(
         "tiny_mlp",
