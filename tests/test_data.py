@@ -231,7 +231,8 @@ def test_register_dataset_rejects_duplicates_and_bad_augment() -> None:
 
 
 def test_register_dataset_adds_a_loader(monkeypatch) -> None:
-    monkeypatch.setattr(data.core, "_REGISTRY", data.core._REGISTRY.copy())  # keep the registry clean
+    # keep the registry clean
+    monkeypatch.setattr(data.core, "_REGISTRY", data.core._REGISTRY.copy())
 
     @data.register_dataset("Tiny_Set", requires_root=False)
     def _tiny(root, *, n: int = 8) -> data.RawData:
