@@ -47,9 +47,9 @@ class Split:
 
     Attributes
     ----------
-    x:
+    x
         uint8 images, shape ``(N, C, H, W)``, on the CPU.
-    y:
+    y
         int64 class labels in ``[0, num_classes)``, shape ``(N,)``.
     """
 
@@ -99,18 +99,18 @@ class Dataset:
 
     Attributes
     ----------
-    name:
+    name
         Registered dataset name (``list_datasets()``).
-    train, val, test:
+    train, val, test
         The three splits (uint8 images, int64 labels).
-    num_classes:
+    num_classes
         Number of classes; labels are in ``[0, num_classes)``.
-    mean, std:
+    mean, std
         Per-channel normalisation statistics in ``[0, 1]`` pixel units: the model sees
         ``(x / 255 - mean) / std``.
-    augment:
+    augment
         Training augmentation (one of :data:`AUGMENTATIONS`) or None.
-    split_seed:
+    split_seed
         Seed the validation split was drawn with.
     """
 
@@ -201,16 +201,16 @@ class RawData:
 
     Attributes
     ----------
-    train_x, train_y:
+    train_x, train_y
         The official training images (uint8 ``N x C x H x W``) and int64 labels; the validation
         split is drawn from these.
-    test_x, test_y:
+    test_x, test_y
         The official test images and labels.
-    num_classes:
+    num_classes
         Number of classes.
-    default_val_size:
+    default_val_size
         Validation-set size used when ``load_dataset`` gets ``val_size=None``.
-    mean, std:
+    mean, std
         Per-channel statistics in ``[0, 1]`` units, or None to compute them from the training
         split after the validation split (for generated data without published statistics).
     """
@@ -259,16 +259,16 @@ def register_dataset(
 
     Parameters
     ----------
-    name:
+    name
         Dataset name for :func:`load_dataset`; stored lowercase with ``-`` for ``_``.
-    augment:
+    augment
         Training augmentation for this dataset (one of :data:`AUGMENTATIONS`) or None.
-    requires_root:
+    requires_root
         Whether the loader reads files below a data root (``load_dataset`` then insists on one).
-    download:
+    download
         ``download(root)`` fetching the files for ``download=True``; None if it cannot be
         downloaded automatically.
-    layout, obtain:
+    layout, obtain
         Expected files below ``root`` and how to obtain them; quoted in error messages.
     """
     if augment is not None and augment not in AUGMENTATIONS:
@@ -309,18 +309,18 @@ def load_dataset(
 
     Parameters
     ----------
-    name:
+    name
         One of :func:`list_datasets` (case-insensitive, ``_`` and ``-`` interchangeable).
-    root:
+    root
         Data directory (CLI ``--data-root``) for datasets read from files; ignored by
         ``mnist-5k`` and ``synthetic``.
-    val_size:
+    val_size
         Images moved from the official training set to the validation split (stratified);
         None uses the dataset's default (mnist-5k 500, mnist 10,000, cifar10 5,000,
         imagenet16 10,000, imagenet16-120 6,000, synthetic ``n_val``).
-    split_seed:
+    split_seed
         Seed of the validation split; the test split never depends on it.
-    download:
+    download
         Fetch missing mnist/cifar10 files into ``root`` with torchvision first.
     **kwargs:
         Loader options (only ``synthetic`` has any).
