@@ -363,7 +363,7 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _version() -> str:
-    from safs_smac import __version__
+    from safs_smac._version import __version__
 
     return f"safs-smac {__version__}"
 

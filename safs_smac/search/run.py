@@ -14,13 +14,14 @@ from typing import Any
 import pandas as pd
 from ConfigSpace import Configuration
 
+from safs_smac._version import __version__
 from safs_smac.problem import FinalEvaluation, SAFSProblem
 from safs_smac.report import write_csv
 from safs_smac.runs import environment, prepare_run_dir, run_identity
 from safs_smac.runs.results import SearchResult, concat_stage_trials, load_result, write_result
 from safs_smac.search.backends import ask_tell_optimizer, run_ask_tell, run_smac
 from safs_smac.search.names import SMAC_OPTIMIZERS
-from safs_smac.search.settings import SearchSettings
+from safs_smac.search.settings import FINAL_SEED_OFFSET, SearchSettings
 
 __all__ = ["claim_run_dir", "finish_run", "identity", "optimize_one", "two_stage_result"]
 
@@ -29,8 +30,6 @@ logger = logging.getLogger(__name__)
 
 def identity(problem: SAFSProblem, optimizer: str, **settings: Any) -> dict[str, Any]:
     """The ``run.json`` of a run of ``problem`` by ``optimizer`` (a label) with ``settings``."""
-    from safs_smac import __version__
-
     return run_identity(
         problem.settings(),
         optimizer,
@@ -138,8 +137,6 @@ def finish_run(
     of the retraining default to ``problem.max_budget``; a ``baseline`` evaluated before (same
     problem, seed and epochs) is reused instead of retrained.
     """
-    from safs_smac.search.settings import FINAL_SEED_OFFSET
-
     # The trials first: if retraining fails, they still say what the search did.
     write_csv(trials, output_dir / "results.csv")
     retrain_seed = int(seed) + FINAL_SEED_OFFSET
