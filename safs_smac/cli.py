@@ -29,6 +29,16 @@ def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _operator_list(text: str) -> list[str]:
+    operators = _csv_list(text)
+    if not operators:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated operator names, got {text!r}; e.g. relu,swish,elu "
+            "(`safs-smac run --help` lists the defaults)"
+        )
+    return operators
+
+
 def _rate_range(text: str) -> tuple[float, float]:
     parts = _csv_list(text)
     if len(parts) != 2:
@@ -280,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--flat", action="store_true", help="condition-free variant")
     space.add_argument(
         "--operators",
-        type=_csv_list,
+        type=_operator_list,
         default=None,
         help="comma-separated operator set (default: the SAFS set + the model's default)",
     )
@@ -336,7 +346,7 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--operators",
-        type=_csv_list,
+        type=_operator_list,
         default=None,
         help="comma-separated operator set (default: the SAFS set + the model's default)",
     )

@@ -51,6 +51,9 @@ CASES = [
     ("unknown model", ["--model", "resnet1000"], "unknown model 'resnet1000'"),
     ("unknown dataset", ["--dataset", "mnist-7k"], "unknown dataset 'mnist-7k'"),
     ("unknown operator", ["--operators", "relu,reluu"], "unknown operator 'reluu'"),
+    ("no operator", ["--operators", ","], "expected comma-separated operator names"),
+    ("trial walltime under a second", ["--trial-walltime", "0.5"], "at least 1 second"),
+    ("empty output directory", ["--output-dir", ""], "got an empty name"),
     ("unknown optimizer", ["--optimizer", "bogus"], "invalid choice: 'bogus'"),
     ("pruning rate 1", ["--pruning-rate", "1.0"], "0 <= rate < 1"),
     ("negative pruning rate", ["--pruning-rate", "-0.5"], "0 <= rate < 1"),
@@ -254,3 +257,16 @@ def test_load_space_refuses_an_unknown_finetuning_key(tmp_path) -> None:
         ValueError, match=r"unknown fine-tuning key 'ft:label_smooth'.*did you mean"
     ):
         load_space(path)
+
+
+def test_a_directory_in_use_is_one_line_exit_2(earlier_run, capsys) -> None:
+    from safs_smac.runs import RunLock
+
+    out, cache = earlier_run
+    before = _snapshot(out)
+    with RunLock(out):
+        code = _exit_code(["run", *BASE, "--output-dir", str(out), "--cache-dir", str(cache)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "is in use by process" in err and "choose another --output-dir" in err
+    assert _snapshot(out) == before

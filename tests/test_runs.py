@@ -172,14 +172,32 @@ def test_a_truncated_results_csv_is_rebuilt_from_the_run_history(finished_run) -
     assert len(csv.read_text().splitlines()) == len(full)
 
 
-def test_a_damaged_summary_is_named_and_rerunning_retrains(make_problem, finished_run) -> None:
-    (finished_run / "summary.json").write_text("{}")
-    with pytest.raises(ValueError, match=r"summary\.json .*lacks"):
+@pytest.mark.parametrize("damaged", ["summary.json", "incumbent.json"])
+def test_damaged_result_files_are_named_and_rerunning_rewrites_them(
+    make_problem, finished_run, damaged
+) -> None:
+    (finished_run / damaged).write_text("{}")
+    with pytest.raises(ValueError, match=rf"{damaged} .*lacks"):
         load_result(finished_run)
-    # The advice in the message works: delete it and rerun the same command.
-    (finished_run / "summary.json").unlink()
+    # The same command retrains the incumbent from the intact search state and rewrites them.
     result = optimize(make_problem(), "random", n_trials=3, output_dir=finished_run, progress=False)
-    assert len(result.trials) == 3 and (finished_run / "summary.json").exists()
+    assert len(result.trials) == 3
+    assert load_result(finished_run).final == result.final
+
+
+def test_a_damaged_run_json_is_replaced_only_with_overwrite(make_problem, finished_run) -> None:
+    (finished_run / "run.json").write_text("[]")
+    with pytest.raises(ValueError, match="pass --overwrite to start the run afresh"):
+        optimize(make_problem(), "random", n_trials=3, output_dir=finished_run, progress=False)
+    result = optimize(
+        make_problem(),
+        "random",
+        n_trials=3,
+        output_dir=finished_run,
+        progress=False,
+        overwrite=True,
+    )
+    assert len(result.trials) == 3
 
 
 def test_a_run_whose_every_trial_fails_says_so_and_writes_the_reasons(tmp_path) -> None:
@@ -199,3 +217,20 @@ def test_a_run_whose_every_trial_fails_says_so_and_writes_the_reasons(tmp_path) 
         optimize(problem, "random", n_trials=2, output_dir=out, progress=False)
     trials = (out / "results.csv").read_text()
     assert trials.count("injected failure") == 2
+
+
+def test_an_unwritable_cache_is_refused_before_the_run_directory_is_made(
+    make_problem, tmp_path
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="checkpoint cache .* is not writable.*--cache-dir"):
+        optimize(
+            make_problem(cache_dir=blocker / "cache"),
+            "random",
+            n_trials=1,
+            output_dir=out,
+            progress=False,
+        )
+    assert not out.exists()

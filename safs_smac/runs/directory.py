@@ -83,8 +83,16 @@ def prepare_run_dir(output_dir: Path, settings: Mapping[str, Any], *, overwrite:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output directory {output_dir} is a file; choose another --output-dir")
     run_file = output_dir / RUN_FILE
+    previous = None
     if run_file.exists():
-        previous = read_state(run_file, "the run's identity")
+        try:
+            previous = read_state(run_file, "the run's identity")
+        except ValueError as err:
+            if not overwrite:
+                raise ValueError(
+                    f"{err}; or pass --overwrite to start the run afresh (its trials are lost)"
+                ) from None
+    if previous is not None:
         verdict = check_identity(previous, settings)
         if verdict.same:
             if previous.get(ENVIRONMENT_KEY) != settings.get(ENVIRONMENT_KEY):
@@ -113,6 +121,7 @@ def prepare_run_dir(output_dir: Path, settings: Mapping[str, Any], *, overwrite:
             )
         clear_run_dir(output_dir)
     elif any(p.name != LOCK_NAME for p in _entries(output_dir)):
+        # No run.json, or a damaged one that overwrite replaces.
         _refuse_foreign(output_dir, overwrite=overwrite)
         clear_run_dir(output_dir)
     _write_run_file(output_dir, dict(settings))

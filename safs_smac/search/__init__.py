@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,7 @@ def optimize(
     problem = copy.copy(problem)
     problem.max_budget = search.final_epochs
     problem.dataset  # noqa: B018 -- a missing or unreadable data set fails before anything is written
+    _check_cache_dir(Path(problem.cache_dir))
     with _claimed(output_dir, wait=wait):
         if protocol == "staged":
             return optimize_staged(
@@ -248,6 +250,19 @@ def optimize(
             overwrite=overwrite,
             **stage_settings,
         )
+
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    """Refuse a checkpoint cache that cannot be written, before the run directory is touched."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"checkpoint cache {cache_dir} is not writable ({err.strerror or err}); pass "
+            "--cache-dir (cache_dir=) or set SAFS_SMAC_CACHE to a writable directory"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -46,8 +46,15 @@ def claim_run_dir(
     """:func:`~safs_smac.runs.prepare_run_dir`, then warm the problem's caches (dense training,
     pruning) before any search clock starts; the result instead when this run already finished."""
     if prepare_run_dir(output_dir, settings, overwrite=overwrite) == "finished":
-        logger.info("%s already holds this finished run; returning its results", output_dir)
-        return load_result(output_dir)
+        try:
+            result = load_result(output_dir)
+        except (ValueError, FileNotFoundError) as err:
+            # The search's state is intact; only the retraining's files are not: redo those.
+            logger.warning("%s; retraining the incumbent to write them again", err)
+            (output_dir / "summary.json").unlink(missing_ok=True)
+        else:
+            logger.info("%s already holds this finished run; returning its results", output_dir)
+            return result
     problem.pruned_checkpoint()
     return None
 
