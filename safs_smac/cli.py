@@ -492,6 +492,13 @@ def _cmd_space(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(space_to_text(space, args.format))
     else:
+        if args.output.is_dir():
+            raise ValueError(f"--output {args.output} is a directory; name a file in it")
+        if not args.output.parent.is_dir():
+            raise ValueError(
+                f"--output {args.output}: the directory {args.output.parent} does not exist; "
+                "create it or name a file in an existing directory"
+            )
         save_space(space, args.output, args.format)
     return 0
 
