@@ -74,3 +74,19 @@ def test_a_different_run_is_still_refused(tmp_path) -> None:
     )
     with pytest.raises(ValueError, match=r"holds a different run \(changed: n_trials\)"):
         optimize(problem, output_dir=run_dir, progress=False, seed=0, **{**kwargs, "n_trials": 3})
+
+
+def test_an_optuna_run_of_the_previous_version_is_refused_untouched(tmp_path) -> None:
+    # Its trials live in runhistory.json only, without the study journal this version resumes
+    # from: continuing would restart the study over them, so it is refused, by name, unchanged.
+    from safs_smac.integrations.optuna import run_optuna
+
+    out = tmp_path / "out"
+    shutil.copytree(GOLDEN / "optuna", out)
+    before = (out / "optuna" / "0" / "run.json").read_text()
+    problem = SAFSProblem(
+        "lenet5", "synthetic", cache_dir=tmp_path / "cache", flat=True, **make_golden.PROBLEM
+    )
+    with pytest.raises(ValueError, match="holds an earlier version's Optuna run"):
+        run_optuna(problem, n_trials=2, seed=0, output_dir=out)
+    assert (out / "optuna" / "0" / "run.json").read_text() == before

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import graphlib
 import itertools
-import json
 import logging
 import math
 import time
@@ -59,10 +58,12 @@ from smac.runhistory import RunHistory, StatusType
 from smac.runhistory.dataclasses import TrialInfo
 
 from safs_smac import parallel
-from safs_smac._io import atomic_path, atomic_write_json, read_json
+from safs_smac._io import atomic_path, atomic_write_json
 from safs_smac.optimizers import AskTellOptimizer
 from safs_smac.optimizers.neighbours import plain_values
 from safs_smac.problem import WORST_COST, SAFSProblem
+from safs_smac.runs import RunLock, check_identity, read_state
+from safs_smac.runs.identity import as_json
 from safs_smac.space import save_space
 
 __all__ = [
@@ -488,6 +489,11 @@ def _save_runhistory(runhistory: RunHistory, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- study runner
+def _same_settings(study: optuna.Study, settings: dict[str, Any]) -> bool:
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    return stored is None or check_identity(stored, settings).same
+
+
 def run_optuna(
     problem: SAFSProblem,
     *,
@@ -582,85 +588,97 @@ def run_optuna(
     seed = int(seed)
     study_name = f"safs-{RUN_NAME}-{seed}" if study_name is None else str(study_name)
     run_dir = Path(output_dir) / RUN_NAME / str(seed)
-    runhistory_path = run_dir / "runhistory.json"
-    journal = run_dir / JOURNAL_FILE
-    optimizer_meta = {
-        "name": RUN_NAME,
-        "seed": seed,
-        "budget": None,
-        "sampler": "TPESampler" if sampler is None else type(sampler).__name__,
-        "pruner": type(pruner).__name__,
-        "rungs": steps,
-    }
-    # Through JSON so that it compares equal to the run.json read back (tuples become lists).
-    settings = json.loads(
-        json.dumps({"problem": problem.settings(), "optimizer": optimizer_meta}, default=str)
-    )
-    different = (run_dir / "run.json").exists() and read_json(run_dir / "run.json") != settings
-    if different and not overwrite:
-        raise ValueError(
-            f"{run_dir} holds a different Optuna run; choose another output_dir or pass "
-            "overwrite=True"
+    # One process per run directory, as for every other run (safs_smac.runs).
+    with RunLock(run_dir):
+        runhistory_path = run_dir / "runhistory.json"
+        journal = run_dir / JOURNAL_FILE
+        optimizer_meta = {
+            "name": RUN_NAME,
+            "seed": seed,
+            "budget": None,
+            "sampler": "TPESampler" if sampler is None else type(sampler).__name__,
+            "pruner": type(pruner).__name__,
+            "rungs": steps,
+        }
+        # The same identity rules as every other run (safs_smac.runs): compared after a JSON round
+        # trip, with the data's fingerprint.
+        settings = as_json(
+            {
+                "problem": problem.settings(),
+                "optimizer": optimizer_meta,
+                "data": problem.dataset.fingerprint(),
+            }
         )
-    if different:
-        runhistory_path.unlink(missing_ok=True)
+        different = False
+        if (run_dir / "run.json").exists():
+            stored = read_state(run_dir / "run.json", "the run's identity")
+            verdict = check_identity(stored, settings)
+            different = not verdict.same
+            if different and not overwrite:
+                what = "an earlier version's" if verdict.earlier_version else "a different"
+                raise ValueError(
+                    f"{run_dir} holds {what} Optuna run (changed: {', '.join(verdict.changed)}); "
+                    "choose another output_dir or pass overwrite=True"
+                )
+        if different:
+            runhistory_path.unlink(missing_ok=True)
+            if storage is None:
+                journal.unlink(missing_ok=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         if storage is None:
-            journal.unlink(missing_ok=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if storage is None:
-        backend = optuna.storages.journal.JournalFileBackend(str(journal))
-        storage = optuna.storages.JournalStorage(backend)
-    storage = optuna.storages.get_storage(storage)
-    if study_name in optuna.get_all_study_names(storage):
-        stored = optuna.load_study(study_name=study_name, storage=storage)
-        if stored.user_attrs.get(SETTINGS_ATTR, settings) != settings and not overwrite:
-            raise ValueError(
-                f"study {study_name!r} in the storage holds a different Optuna run; pass "
-                "another study_name or overwrite=True"
-            )
-        if stored.user_attrs.get(SETTINGS_ATTR, settings) != settings or different:
-            # overwrite: the directory's run (or the study's) is replaced, so is its study.
-            optuna.delete_study(study_name=study_name, storage=storage)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=study_name,
-        sampler=sampler,
-        pruner=pruner,
-        direction="minimize",
-        load_if_exists=True,
-    )
-    if sampler is None:
-        study.sampler = optuna.samplers.TPESampler(seed=_derived_seed(seed, len(study.trials)))
-    study.set_user_attr(SETTINGS_ATTR, settings)
-    atomic_write_json(run_dir / "run.json", settings)
-    _save_scenario(problem, Path(output_dir), seed, n_trials, steps, optimizer_meta)
-    save_space(space, run_dir / "configspace.json")  # what load_runhistory needs
-    _save_runhistory(study_runhistory(study, space), runhistory_path)
-    # Dense training and pruning are shared set-up: done before the walltime clock starts.
-    problem.pruned_checkpoint()
-
-    start = time.monotonic()
-    forbidden_in_a_row = 0
-    while sum(_finished(t) for t in study.get_trials(deepcopy=False)) < n_trials:
-        if time.monotonic() - start >= walltime:
-            logger.info("optuna: walltime of %s s used", walltime)
-            break
-        trial = study.ask()
-        try:
-            config = suggest_config(trial, space)
-        except ForbiddenConfigurationError as err:
-            _fail_forbidden(study, trial, err)
-            forbidden_in_a_row += 1
-            if forbidden_in_a_row >= max_forbidden:
-                raise RuntimeError(_too_many_forbidden(max_forbidden, space)) from err
-            continue
-        forbidden_in_a_row = 0
-        trial.set_user_attr(CONFIG_ATTR, plain_values(config))
-        state, value = _evaluate_rungs(problem, trial, config, seed, steps)
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
-        else:
-            study.tell(trial, state=state)  # PRUNED takes the last reported value
-        logger.info("optuna trial %d: %s, value %s", trial.number, state.name, value)
+            backend = optuna.storages.journal.JournalFileBackend(str(journal))
+            storage = optuna.storages.JournalStorage(backend)
+        storage = optuna.storages.get_storage(storage)
+        if study_name in optuna.get_all_study_names(storage):
+            stored = optuna.load_study(study_name=study_name, storage=storage)
+            if not _same_settings(stored, settings) and not overwrite:
+                raise ValueError(
+                    f"study {study_name!r} in the storage holds a different Optuna run; pass "
+                    "another study_name or overwrite=True"
+                )
+            if not _same_settings(stored, settings) or different:
+                # overwrite: the directory's run (or the study's) is replaced, so is its study.
+                optuna.delete_study(study_name=study_name, storage=storage)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            sampler=sampler,
+            pruner=pruner,
+            direction="minimize",
+            load_if_exists=True,
+        )
+        if sampler is None:
+            study.sampler = optuna.samplers.TPESampler(seed=_derived_seed(seed, len(study.trials)))
+        study.set_user_attr(SETTINGS_ATTR, settings)
+        atomic_write_json(run_dir / "run.json", settings)
+        _save_scenario(problem, Path(output_dir), seed, n_trials, steps, optimizer_meta)
+        save_space(space, run_dir / "configspace.json")  # what load_runhistory needs
         _save_runhistory(study_runhistory(study, space), runhistory_path)
-    return study
+        # Dense training and pruning are shared set-up: done before the walltime clock starts.
+        problem.pruned_checkpoint()
+
+        start = time.monotonic()
+        forbidden_in_a_row = 0
+        while sum(_finished(t) for t in study.get_trials(deepcopy=False)) < n_trials:
+            if time.monotonic() - start >= walltime:
+                logger.info("optuna: walltime of %s s used", walltime)
+                break
+            trial = study.ask()
+            try:
+                config = suggest_config(trial, space)
+            except ForbiddenConfigurationError as err:
+                _fail_forbidden(study, trial, err)
+                forbidden_in_a_row += 1
+                if forbidden_in_a_row >= max_forbidden:
+                    raise RuntimeError(_too_many_forbidden(max_forbidden, space)) from err
+                continue
+            forbidden_in_a_row = 0
+            trial.set_user_attr(CONFIG_ATTR, plain_values(config))
+            state, value = _evaluate_rungs(problem, trial, config, seed, steps)
+            if state == TrialState.COMPLETE:
+                study.tell(trial, value)
+            else:
+                study.tell(trial, state=state)  # PRUNED takes the last reported value
+            logger.info("optuna trial %d: %s, value %s", trial.number, state.name, value)
+            _save_runhistory(study_runhistory(study, space), runhistory_path)
+        return study
