@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "file_lock",
+    "json_default",
     "read_json",
     "sha256_bytes",
     "sha256_file",
@@ -77,9 +78,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(
-        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    )
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -124,7 +123,8 @@ def torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and paths; anything else is refused."""
     # numpy scalars and paths show up in results; everything else is a bug worth seeing.
     if hasattr(obj, "item") and callable(obj.item):
         return obj.item()

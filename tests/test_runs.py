@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SYNTHETIC
-from fault_targets import FaultyProblem
+from fault_targets import faulty_problem
 
 from safs_smac.runs import RunLock, check_identity, clear_run_dir, prepare_run_dir, read_state
 from safs_smac.runs.directory import check_output_dir
@@ -201,17 +201,7 @@ def test_a_damaged_run_json_is_replaced_only_with_overwrite(make_problem, finish
 
 
 def test_a_run_whose_every_trial_fails_says_so_and_writes_the_reasons(tmp_path) -> None:
-    problem = FaultyProblem(
-        "lenet5",
-        "synthetic",
-        dataset_kwargs=dict(SYNTHETIC),
-        dense_epochs=1,
-        max_budget=1,
-        cache_dir=tmp_path / "cache",
-        device="cpu",
-        faults={1: "raise", 2: "raise"},
-        fault_dir=tmp_path / "faults",
-    )
+    problem = faulty_problem(tmp_path, {1: "raise", 2: "raise"})
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=r"every one of the 2 trials failed .*injected failure"):
         optimize(problem, "random", n_trials=2, output_dir=out, progress=False)

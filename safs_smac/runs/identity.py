@@ -12,8 +12,9 @@ import json
 import math
 import platform
 from collections.abc import Mapping
-from pathlib import PurePath
 from typing import Any
+
+from safs_smac._io import json_default
 
 __all__ = [
     "ADDED_KEYS",
@@ -89,16 +90,7 @@ def environment(num_threads: int | None = None) -> dict[str, Any]:
 
 def as_json(value: Any) -> Any:
     """``value`` as it reads back from a JSON file (tuples become lists, numpy scalars numbers)."""
-    return json.loads(json.dumps(value, default=_plain_default))
-
-
-def _plain_default(obj: Any) -> Any:
-    # numpy scalars and paths show up in settings; anything else is a bug worth seeing.
-    if hasattr(obj, "item") and callable(obj.item):
-        return obj.item()
-    if isinstance(obj, PurePath):
-        return str(obj)
-    raise TypeError(f"object of type {type(obj).__name__} is not JSON serialisable")
+    return json.loads(json.dumps(value, default=json_default))
 
 
 class IdentityCheck:

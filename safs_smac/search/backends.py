@@ -50,25 +50,7 @@ def run_smac(
     if done is not None:
         return done
     facade_cls, uses_budgets = SMAC_OPTIMIZERS[optimizer]
-    scenario = Scenario(
-        problem.configspace,
-        name="smac",
-        output_directory=output_dir,
-        deterministic=True,
-        n_trials=search.n_trials,
-        walltime_limit=search.walltime,
-        min_budget=search.min_budget if uses_budgets else None,
-        max_budget=search.max_budget if uses_budgets else None,
-        seed=search.seed,
-        # The workers are ours (_trial_runner): with n_workers > 1 the facade would wrap our runner
-        # in a second Dask cluster of its own.
-        n_workers=1,
-        # A failed trial is as bad as the worst accuracy; an infinite crash cost would also turn
-        # SMAC's TIMEOUT and MEMORYOUT into CRASHED and break its log-scaled cost model.
-        crash_cost=WORST_COST,
-        trial_walltime_limit=search.trial_walltime_limit,
-        trial_memory_limit=parallel.memory_limit(search.trial_memory_limit),
-    )
+    scenario = _scenario(problem, output_dir, search, budgets=uses_budgets)
     tracker = ProgressCallback(search.n_trials, search.progress, search.callbacks, desc=desc)
     kwargs: dict[str, Any] = {}
     if uses_budgets:
@@ -109,6 +91,31 @@ def run_smac(
     if incumbent is None:
         _every_trial_failed(output_dir, trials)
     return incumbent, facade.runhistory.get_cost(incumbent), trials
+
+
+def _scenario(
+    problem: SAFSProblem, output_dir: Path, search: SearchSettings, *, budgets: bool
+) -> Scenario:
+    """SMAC's scenario of a search (ask/tell searches use its runner and its saved files)."""
+    return Scenario(
+        problem.configspace,
+        name="smac",
+        output_directory=output_dir,
+        deterministic=True,
+        n_trials=search.n_trials,
+        walltime_limit=search.walltime,
+        min_budget=search.min_budget if budgets else None,
+        max_budget=search.max_budget if budgets else None,
+        seed=search.seed,
+        # The workers are ours (_trial_runner): with n_workers > 1 the facade would wrap our runner
+        # in a second Dask cluster of its own.
+        n_workers=1,
+        # A failed trial is as bad as the worst accuracy; an infinite crash cost would also turn
+        # SMAC's TIMEOUT and MEMORYOUT into CRASHED and break its log-scaled cost model.
+        crash_cost=WORST_COST,
+        trial_walltime_limit=search.trial_walltime_limit,
+        trial_memory_limit=parallel.memory_limit(search.trial_memory_limit),
+    )
 
 
 def _finished_smac_search(problem: SAFSProblem, smac_dir: Path) -> Found | None:
@@ -199,18 +206,7 @@ def run_ask_tell(
         search.n_trials, search.progress, search.callbacks, desc=desc, initial=len(runhistory)
     )
     # SMAC's runner, as for SMAC runs: the same statuses, reasons, limits and Dask workers.
-    scenario = Scenario(
-        problem.configspace,
-        name="smac",
-        output_directory=output_dir,
-        deterministic=True,
-        n_trials=search.n_trials,
-        walltime_limit=search.walltime,
-        seed=search.seed,
-        crash_cost=WORST_COST,
-        trial_walltime_limit=search.trial_walltime_limit,
-        trial_memory_limit=parallel.memory_limit(search.trial_memory_limit),
-    )
+    scenario = _scenario(problem, output_dir, search, budgets=False)
     # scenario.json and configspace.json next to the run history, as SMAC's facades write them:
     # load_result reads the space, DeepCAVE's SMAC3 converter both. The meta is what a facade
     # records there (SMAC warns when a scenario is saved without it).

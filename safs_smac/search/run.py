@@ -72,38 +72,32 @@ def optimize_one(
     initial_configs: Sequence[Configuration] = (),
 ) -> SearchResult:
     """One search in one run directory: identity check, search, retraining, result files."""
-    extra = dict(extra_settings or {})
+    extra = dict(extra_settings or {}, **search.limits())
+    common = {
+        "n_trials": search.n_trials,
+        "walltime": search.walltime,
+        "max_budget": search.max_budget,
+        "seed": search.seed,
+    }
     if optimizer in SMAC_OPTIMIZERS:
         ask_tell = None
         settings = identity(
             problem,
             optimizer,
-            n_trials=search.n_trials,
-            walltime=search.walltime,
+            **common,
             min_budget=search.min_budget,
-            max_budget=search.max_budget,
-            seed=search.seed,
             n_workers=search.n_workers,
             eta=search.eta,
-            **search.limits(),
             **extra,
         )
     else:
         ask_tell = ask_tell_optimizer(problem, optimizer, search)
         # The optimizer's meta (algorithm settings) is part of the run's identity: a resumed run
-        # must replay the same walk.
+        # must replay the same walk. Batches of n_workers trials make another walk; one worker
+        # keeps the identities of runs made before batches existed.
+        workers = {"n_workers": search.n_workers} if search.n_workers > 1 else {}
         settings = identity(
-            problem,
-            optimizer,
-            n_trials=search.n_trials,
-            walltime=search.walltime,
-            max_budget=search.max_budget,
-            seed=search.seed,
-            optimizer_settings=ask_tell.meta,
-            # Batches of n_workers trials make another walk; one worker keeps older identities.
-            **({"n_workers": search.n_workers} if search.n_workers > 1 else {}),
-            **search.limits(),
-            **extra,
+            problem, optimizer, **common, optimizer_settings=ask_tell.meta, **workers, **extra
         )
     finished = claim_run_dir(problem, output_dir, settings, overwrite=overwrite)
     if finished is not None:
