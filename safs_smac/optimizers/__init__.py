@@ -10,16 +10,10 @@ from typing import Any
 
 from ConfigSpace import ConfigurationSpace
 
-from safs_smac.optimizers.base import (
-    AskTellOptimizer,
-    LocalSearchOptimizer,
-    load_runhistory,
-    lookup_trial,
-    run_optimizer,
-    search_cost,
-)
+from safs_smac.optimizers.base import AskTellOptimizer, LocalSearchOptimizer, search_cost
 from safs_smac.optimizers.baselines import GreedyWalk, RandomSearch, SimulatedAnnealing
 from safs_smac.optimizers.lahc import LAHC
+from safs_smac.optimizers.loop import lookup_trial, run_optimizer
 from safs_smac.optimizers.neighbours import (
     Move,
     mixed_move,
@@ -28,6 +22,7 @@ from safs_smac.optimizers.neighbours import (
     safs_move,
 )
 from safs_smac.registry import Registry
+from safs_smac.runs.state import load_runhistory
 
 __all__ = [
     "LAHC",
