@@ -18,7 +18,9 @@ __all__ = [
     "PROTOCOLS",
     "SMAC_OPTIMIZERS",
     "STAGED_OPTIMIZERS",
+    "ask_tell_names",
     "default_protocol",
+    "optimizer_names",
     "resolve_optimizers",
     "run_label",
 ]
@@ -32,8 +34,22 @@ SMAC_OPTIMIZERS: dict[str, tuple[type, bool]] = {
     "hyperband": (HyperbandFacade, True),
 }
 # LAHC, i.i.d. random search, greedy walk, simulated annealing: every trial at the max budget.
+# (The built-in names; optimizers registered later with register_optimizer are in
+# ask_tell_names() and optimizer_names().)
 ASK_TELL_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
 OPTIMIZER_NAMES: tuple[str, ...] = (*SMAC_OPTIMIZERS, *ASK_TELL_OPTIMIZERS)
+
+
+def ask_tell_names() -> tuple[str, ...]:
+    """Every ask/tell optimizer's name, those registered with ``register_optimizer`` included."""
+    return tuple(OPTIMIZERS)
+
+
+def optimizer_names() -> tuple[str, ...]:
+    """Every optimizer's name: SMAC's facades, then the ask/tell optimizers."""
+    return (*SMAC_OPTIMIZERS, *ask_tell_names())
+
+
 PROTOCOLS = ("staged", "joint", "paper")
 # The SMAC facades with a surrogate model and a sized initial design: protocol="staged" runs these.
 STAGED_OPTIMIZERS = ("smac-mf", "smac-hpo", "smac-bb")
@@ -61,13 +77,13 @@ def resolve_optimizers(optimizer: str | None, protocol: str = "joint") -> tuple[
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
-    if optimizer is not None and optimizer not in OPTIMIZER_NAMES:
+    if optimizer is not None and optimizer not in optimizer_names():
         raise ValueError(
-            f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(OPTIMIZER_NAMES)}"
+            f"unknown optimizer {optimizer!r}; valid optimizers: {', '.join(optimizer_names())}"
         )
     if protocol in ("joint", "staged"):
         return optimizer or DEFAULT_JOINT_OPTIMIZER, None
-    stage1 = optimizer if optimizer in ASK_TELL_OPTIMIZERS else DEFAULT_STAGE1_OPTIMIZER
+    stage1 = optimizer if optimizer in ask_tell_names() else DEFAULT_STAGE1_OPTIMIZER
     stage2 = optimizer if optimizer in SMAC_OPTIMIZERS else DEFAULT_STAGE2_OPTIMIZER
     return stage1, stage2
 

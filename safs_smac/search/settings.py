@@ -11,7 +11,7 @@ from typing import Any
 from smac.runhistory import TrialInfo, TrialValue
 
 from safs_smac import parallel
-from safs_smac.search.names import ASK_TELL_OPTIMIZERS
+from safs_smac.search.names import ask_tell_names
 
 __all__ = ["FINAL_SEED_OFFSET", "SearchSettings", "search_settings"]
 
@@ -61,10 +61,10 @@ class SearchSettings:
 
     def check_optimizer(self, optimizer: str) -> None:
         """Refuse ask/tell settings for a SMAC facade."""
-        if optimizer not in ASK_TELL_OPTIMIZERS and self.optimizer_kwargs:
+        if optimizer not in ask_tell_names() and self.optimizer_kwargs:
             raise ValueError(
                 f"optimizer_kwargs apply to the ask/tell optimizers "
-                f"({', '.join(ASK_TELL_OPTIMIZERS)}), not to the SMAC facade {optimizer!r}; "
+                f"({', '.join(ask_tell_names())}), not to the SMAC facade {optimizer!r}; "
                 "drop optimizer_kwargs"
             )
 
