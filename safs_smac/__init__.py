@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from safs_smac._version import __version__
 
 _PUBLIC = {
     "SAFSProblem": "safs_smac.problem",
@@ -18,6 +18,12 @@ _PUBLIC = {
     "SearchableActivation": "safs_smac.activations",
     "list_operators": "safs_smac.activations",
     "register_operator": "safs_smac.activations",
+    "register_dataset": "safs_smac.data",
+    "load_result": "safs_smac.search",
+    "FinalEvaluation": "safs_smac.problem",
+    "TrialSpec": "safs_smac.space",
+    "get_masks": "safs_smac.pruning",
+    "apply_masks": "safs_smac.pruning",
     "activation_sites": "safs_smac.sites",
     "set_activations": "safs_smac.sites",
     "create_model": "safs_smac.models",
@@ -35,23 +41,29 @@ _PUBLIC = {
 }
 
 __all__ = [
+    "FinalEvaluation",
     "Recipe",
     "SAFSProblem",
     "SearchResult",
     "SearchableActivation",
+    "TrialSpec",
     "__version__",
     "activation_sites",
+    "apply_masks",
     "build_space",
     "create_model",
     "dead_neuron_rate",
     "evaluate",
     "fit",
+    "get_masks",
     "list_datasets",
     "list_models",
     "list_operators",
     "load_dataset",
+    "load_result",
     "magnitude_prune",
     "optimize",
+    "register_dataset",
     "register_model",
     "register_operator",
     "set_activations",
@@ -60,14 +72,14 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from safs_smac.activations import SearchableActivation, list_operators, register_operator
-    from safs_smac.data import list_datasets, load_dataset
+    from safs_smac.data import list_datasets, load_dataset, register_dataset
     from safs_smac.diagnostics import dead_neuron_rate
     from safs_smac.models import create_model, list_models, register_model
-    from safs_smac.problem import SAFSProblem
-    from safs_smac.pruning import magnitude_prune, sparsity_report
-    from safs_smac.search import SearchResult, optimize
+    from safs_smac.problem import FinalEvaluation, SAFSProblem
+    from safs_smac.pruning import apply_masks, get_masks, magnitude_prune, sparsity_report
+    from safs_smac.search import SearchResult, load_result, optimize
     from safs_smac.sites import activation_sites, set_activations
-    from safs_smac.space import build_space
+    from safs_smac.space import TrialSpec, build_space
     from safs_smac.training import Recipe, evaluate, fit
 
 

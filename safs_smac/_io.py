@@ -25,6 +25,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "file_lock",
+    "json_default",
     "read_json",
     "sha256_bytes",
     "sha256_file",
@@ -49,10 +50,19 @@ def atomic_path(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
         # Flush file content to disk before the rename makes it visible.
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates the file 0600; the user's umask decides, as for any file they write.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    # The only portable way to read the umask is to set it; set it straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -68,9 +78,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(
-        path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    )
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -115,7 +123,8 @@ def torch_bytes(obj: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and paths; anything else is refused."""
     # numpy scalars and paths show up in results; everything else is a bug worth seeing.
     if hasattr(obj, "item") and callable(obj.item):
         return obj.item()

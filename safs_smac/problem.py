@@ -26,14 +26,20 @@ import torch
 from ConfigSpace import Configuration, ConfigurationSpace
 from torch import nn
 
-import safs_smac
 from safs_smac import pruning as pruning_lib
 from safs_smac import sites
+from safs_smac._version import __version__
 from safs_smac.cache import CheckpointCache, default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
 from safs_smac.models import create_model, model_info
-from safs_smac.space import TrialSpec, build_space, check_config, decode_config
+from safs_smac.space import (
+    TrialSpec,
+    build_space,
+    check_config,
+    check_config_values,
+    decode_config,
+)
 from safs_smac.training import Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
@@ -250,7 +256,7 @@ class SAFSProblem:
             self._user_model = None
             recipe_defaults = dict(info.recipe)
             self.default_activation = default_activation or info.default_activation
-            self._default_dense_epochs = info_dense_epochs(info.name)
+            self._default_dense_epochs = info.dense_epochs
         self.dense_epochs = (
             self._default_dense_epochs if dense_epochs is None else int(dense_epochs)
         )
@@ -404,7 +410,7 @@ class SAFSProblem:
     def _dense_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {
             "cache_version": CACHE_VERSION,
-            "package": safs_smac.__version__,
+            "package": __version__,
             "torch": torch.__version__.split("+")[0],
             "model": self.model_name,
             "model_kwargs": self.model_kwargs,
@@ -603,6 +609,7 @@ class SAFSProblem:
         A configuration that diverges gets the worst cost
         (1.0) with ``diverged=True`` and the reason, instead of an exception.
         """
+        check_config_values(config, self._space)  # a configuration outside the space: ValueError
         # On a Dask worker: its share of the cores and, with several GPUs, its own GPU.
         self.device = configure_worker(self.device, self.num_threads)
         spec = self.decode(config)
@@ -646,15 +653,6 @@ class SAFSProblem:
             sparsity=info["sparsity"],
             extra={"dnr_mean": info.get("dnr_mean"), "dnr": info.get("dnr")},
         )
-
-
-# Dense epochs sized for CPU runs on the default data; the reference used 200 on GPUs.
-_DENSE_EPOCHS = {"lenet5": 30, "mlp": 30, "vgg16": 60, "resnet18": 60, "efficientnet_b0": 60}
-
-
-def info_dense_epochs(model_name: str) -> int:
-    """Default dense-training epochs of a zoo model."""
-    return _DENSE_EPOCHS.get(model_name, 30)
 
 
 def _module_fingerprint(module: nn.Module) -> str:

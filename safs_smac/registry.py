@@ -1,6 +1,6 @@
 """One registry mechanism for everything that is looked up by name.
 
-Operators, models, data sets and the ask/tell optimisers are each a :class:`Registry`: names are
+Operators, models, data sets and the ask/tell optimizers are each a :class:`Registry`: names are
 normalised the same way for registration and lookup (case, surrounding spaces, and one chosen
 separator for ``-``/``_``), a name is registered once, aliases resolve to their canonical name,
 and an unknown name raises one error text everywhere: what is unknown, the valid names, and the

@@ -100,3 +100,23 @@ def fault_log(directory: str | Path) -> list[tuple[int, str, int]]:
         return []
     rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
     return [(int(n), fault, int(pid)) for n, fault, pid in rows]
+
+
+def faulty_problem(tmp_path: Path, faults: Mapping[int, str]) -> FaultyProblem:
+    """A tiny LeNet-5 problem (synthetic data, 1 epoch) whose trials do ``faults``."""
+    from conftest import SYNTHETIC
+
+    fault_dir = Path(tmp_path) / "faults"
+    fault_dir.mkdir(exist_ok=True)
+    return FaultyProblem(
+        "lenet5",
+        "synthetic",
+        dataset_kwargs=dict(SYNTHETIC),
+        dense_epochs=1,
+        max_budget=1,
+        cache_dir=Path(tmp_path) / "cache",
+        device="cpu",
+        dnr_probe_size=32,
+        faults=faults,
+        fault_dir=fault_dir,
+    )

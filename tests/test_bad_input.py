@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from safs_smac.cli import main
+from safs_smac.runs.lock import LOCK_NAME
 
 # A tiny but complete run: its directory is the "earlier results" every case must leave alone.
 BASE = [
@@ -18,10 +19,11 @@ BASE = [
 
 
 def _snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    # The lock file says who last held the directory: a refused command may have held it.
     return {
         str(path.relative_to(directory)): (path.read_bytes(), path.stat().st_mtime_ns)
         for path in sorted(directory.rglob("*"))
-        if path.is_file()
+        if path.is_file() and path.name != LOCK_NAME
     }
 
 
@@ -49,6 +51,9 @@ CASES = [
     ("unknown model", ["--model", "resnet1000"], "unknown model 'resnet1000'"),
     ("unknown dataset", ["--dataset", "mnist-7k"], "unknown dataset 'mnist-7k'"),
     ("unknown operator", ["--operators", "relu,reluu"], "unknown operator 'reluu'"),
+    ("no operator", ["--operators", ","], "expected comma-separated operator names"),
+    ("trial walltime under a second", ["--trial-walltime", "0.5"], "at least 1 second"),
+    ("empty output directory", ["--output-dir", ""], "got an empty name"),
     ("unknown optimizer", ["--optimizer", "bogus"], "invalid choice: 'bogus'"),
     ("pruning rate 1", ["--pruning-rate", "1.0"], "0 <= rate < 1"),
     ("negative pruning rate", ["--pruning-rate", "-0.5"], "0 <= rate < 1"),
@@ -155,3 +160,113 @@ def test_a_configuration_from_another_space_is_refused(make_problem) -> None:
         problem.check({**config, "act:99_act9": "relu"})
     with pytest.raises(ValueError, match="start from space.get_default_configuration"):
         problem.check({**config, next(iter(config)): "reluu"})
+
+
+# problem.train refuses a configuration its own space does not allow before any training: one
+# test per README row. The problem searches relu and swish only.
+@pytest.fixture
+def two_operator_problem(make_problem) -> object:
+    return make_problem(operators=["relu", "swish"])
+
+
+def _train_refuses(problem, change: dict, *match: str) -> None:
+    config = {**problem.configspace.get_default_configuration(), **change}
+    with pytest.raises(ValueError) as info:
+        problem.train(config, seed=0, budget=1)
+    message = str(info.value)
+    assert "\n" not in message
+    for text in match:
+        assert text in message
+    # Refused before the checkpoint pipeline ran: nothing was trained or cached.
+    assert problem._dense_state is None and not problem._pruned_states
+
+
+def test_train_refuses_an_operator_outside_the_problems_operators(two_operator_problem) -> None:
+    problem = two_operator_problem
+    site = next(k for k in problem.configspace if k.startswith("act:"))
+    _train_refuses(problem, {site: "gelu"}, f"{site}='gelu' is not one of relu, swish")
+
+
+def test_train_refuses_a_scale_outside_its_range(two_operator_problem) -> None:
+    problem = two_operator_problem
+    site = next(k for k in problem.configspace if k.startswith("alpha:"))
+    _train_refuses(problem, {site: -1000.0}, f"{site}=-1000.0 is outside [0.2, 5.0]")
+
+
+def test_train_refuses_a_learning_rate_outside_its_range(two_operator_problem) -> None:
+    _train_refuses(two_operator_problem, {"ft:lr": 7}, "ft:lr=7 is outside [0.001, 0.1]")
+
+
+def test_train_refuses_an_unknown_key(two_operator_problem) -> None:
+    _train_refuses(
+        two_operator_problem, {"ft:lrr": 0.01}, "unknown key 'ft:lrr' (did you mean 'ft:lr'?)"
+    )
+
+
+# load_space refuses a space the trainer cannot run, naming the file and the key.
+def _space_file(tmp_path: Path, edit) -> Path:
+    from safs_smac.space import build_space, save_space
+
+    space = build_space(
+        ["00_a", "01_b"], default_activation="relu", recipe={"optimizer": "sgd", "lr": 0.01}
+    )
+    data = space.to_serialized_dict()
+    for hp in data["hyperparameters"]:
+        edit(hp)
+    path = tmp_path / "edited.json"
+    save_space(space, path)  # then overwrite with the edited serialisation
+    import json
+
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_load_space_refuses_an_unknown_operator(tmp_path) -> None:
+    from safs_smac.space import load_space
+
+    def edit(hp: dict) -> None:
+        if hp["name"] == "act:00_a":
+            hp["choices"] = [*hp["choices"], "reluu"]
+
+    path = _space_file(tmp_path, edit)
+    with pytest.raises(ValueError, match=r"edited\.json'?: act:00_a offers the unknown operator"):
+        load_space(path)
+
+
+def test_load_space_refuses_a_negative_learning_rate_bound(tmp_path) -> None:
+    from safs_smac.space import load_space
+
+    def edit(hp: dict) -> None:
+        if hp["name"] == "ft:lr":
+            hp.update(lower=-0.1, log=False)
+
+    path = _space_file(tmp_path, edit)
+    with pytest.raises(ValueError, match=r"edited\.json'?: ft:lr has the range \[-0\.1, 0\.1\]"):
+        load_space(path)
+
+
+def test_load_space_refuses_an_unknown_finetuning_key(tmp_path) -> None:
+    from safs_smac.space import load_space
+
+    def edit(hp: dict) -> None:
+        if hp["name"] == "ft:label_smoothing":
+            hp["name"] = "ft:label_smooth"
+
+    path = _space_file(tmp_path, edit)
+    with pytest.raises(
+        ValueError, match=r"unknown fine-tuning key 'ft:label_smooth'.*did you mean"
+    ):
+        load_space(path)
+
+
+def test_a_directory_in_use_is_one_line_exit_2(earlier_run, capsys) -> None:
+    from safs_smac.runs import RunLock
+
+    out, cache = earlier_run
+    before = _snapshot(out)
+    with RunLock(out):
+        code = _exit_code(["run", *BASE, "--output-dir", str(out), "--cache-dir", str(cache)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "is in use by process" in err and "choose another --output-dir" in err
+    assert _snapshot(out) == before

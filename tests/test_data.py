@@ -231,7 +231,8 @@ def test_register_dataset_rejects_duplicates_and_bad_augment() -> None:
 
 
 def test_register_dataset_adds_a_loader(monkeypatch) -> None:
-    monkeypatch.setattr(data, "_REGISTRY", data._REGISTRY.copy())  # keep the registry clean
+    # keep the registry clean
+    monkeypatch.setattr(data.core, "_REGISTRY", data.core._REGISTRY.copy())
 
     @data.register_dataset("Tiny_Set", requires_root=False)
     def _tiny(root, *, n: int = 8) -> data.RawData:
@@ -290,14 +291,14 @@ def test_stratified_split_is_a_proportional_partition(counts, frac, seed) -> Non
     labels = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(counts)), counts))
     n = labels.size
     n_holdout = min(max(1, round(frac * n)), n - 1) if n > 1 else 0
-    keep, holdout = data._stratified_split(labels, n_holdout, seed)
+    keep, holdout = data.core._stratified_split(labels, n_holdout, seed)
     assert len(holdout) == n_holdout
     np.testing.assert_array_equal(np.sort(np.concatenate([keep, holdout])), np.arange(n))
     assert np.all(np.diff(keep) > 0) and np.all(np.diff(holdout) > 0)
     per_class = np.bincount(labels[holdout], minlength=len(counts))
     exact = np.asarray(counts) * n_holdout / n
     assert np.all(per_class >= np.floor(exact)) and np.all(per_class <= np.ceil(exact))
-    again = data._stratified_split(labels, n_holdout, seed)
+    again = data.core._stratified_split(labels, n_holdout, seed)
     np.testing.assert_array_equal(again[1], holdout)
 
 
@@ -322,7 +323,7 @@ def test_bad_split_seed(bad) -> None:
 
 def _mnist_5k_csv() -> np.ndarray:
     """Independent reading of the CSV, to check the loader against."""
-    path = data._mnist_5k_path()
+    path = data.loaders._mnist_5k_path()
     return np.loadtxt(path, delimiter=",", dtype=np.int64)
 
 
@@ -514,7 +515,7 @@ def test_download_uses_torchvision_when_available(monkeypatch, tmp_path: Path) -
             calls.append((root, train, download))
             write_mnist(Path(root) / "MNIST" / "raw", gz=False)
 
-    monkeypatch.setattr(data, "_torchvision_datasets", lambda: FakeDatasets)
+    monkeypatch.setattr(data.loaders, "_torchvision_datasets", lambda: FakeDatasets)
     ds = load_dataset("mnist", tmp_path, download=True, val_size=10)
     assert calls == [(str(tmp_path), True, True)] and len(ds.test) == MNIST_TEST
 

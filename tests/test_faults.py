@@ -14,8 +14,7 @@ from typing import Any
 import pandas as pd
 import psutil
 import pytest
-from conftest import SYNTHETIC
-from fault_targets import FaultyProblem, fault_log
+from fault_targets import FaultyProblem, fault_log, faulty_problem
 
 from safs_smac.search import optimize
 
@@ -23,20 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _problem(tmp_path: Path, faults: dict[int, str]) -> FaultyProblem:
-    fault_dir = tmp_path / "faults"
-    fault_dir.mkdir()
-    return FaultyProblem(
-        "lenet5",
-        "synthetic",
-        dataset_kwargs=dict(SYNTHETIC),
-        dense_epochs=1,
-        max_budget=1,
-        cache_dir=tmp_path / "cache",
-        device="cpu",
-        dnr_probe_size=32,
-        faults=faults,
-        fault_dir=fault_dir,
-    )
+    return faulty_problem(tmp_path, faults)
 
 
 def _memory_limit_mb() -> int:

@@ -1,7 +1,7 @@
-"""Benchmark-suite integrations: CARP-S (real package), HPOBench-style interface, Optuna.
+"""Benchmark-suite integrations: CARP-S (real package), HPOBench-style interface.
 
-carps and optuna are part of the ``test`` extra: a missing one fails the collection on purpose,
-so CI cannot silently skip the integrations.
+carps is part of the ``test`` extra: a missing one fails the collection on purpose, so CI cannot
+silently skip the integrations. Optuna's adapter is tested in ``test_optuna.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import pytest
 from carps.objective_functions.objective_function import ObjectiveFunction
 from carps.utils.loggingutils import CustomEncoder
@@ -31,13 +30,11 @@ from carps.utils.task import (
 from carps.utils.trials import TrialInfo, TrialValue
 from ConfigSpace import (
     Categorical,
-    Configuration,
     ConfigurationSpace,
     Constant,
     EqualsCondition,
     Float,
     ForbiddenEqualsClause,
-    Integer,
 )
 
 from safs_smac.integrations import require
@@ -49,14 +46,7 @@ from safs_smac.integrations.carps import (
     string_booleans,
 )
 from safs_smac.integrations.hpobench import SAFSBenchmark
-from safs_smac.integrations.optuna import (
-    OptunaOptimizer,
-    run_optuna,
-    suggest_config,
-)
-from safs_smac.optimizers import LAHC, load_runhistory, run_optimizer
-from safs_smac.report import trials_dataframe
-from safs_smac.space import load_space
+from safs_smac.optimizers import LAHC, run_optimizer
 
 # carps' own get_search_space_info still calls ConfigSpace's deprecated getters.
 pytestmark = pytest.mark.filterwarnings("ignore:Please use `space.:DeprecationWarning")
@@ -479,81 +469,3 @@ def test_hpobench_test_function_reports_test_error_at_full_budget(make_problem) 
     bench2 = SAFSBenchmark(make_problem(max_budget=2))
     with pytest.raises(ValueError, match="full budget only"):
         bench2.objective_function_test(config, fidelity={"epoch": 1})
-
-
-# ---------------------------------------------------------------------- Optuna
-def flat_space() -> ConfigurationSpace:
-    space = ConfigurationSpace(seed=0)
-    space.add(
-        [
-            Categorical("act:a", ["relu", "tanh"]),
-            Categorical("flag", [True, False]),
-            Float("lr", (1e-4, 1e-1), log=True),
-            Float("x", (0.0, 1.0)),
-            Integer("n", (1, 8), log=True),
-            Constant("c", "fixed"),
-        ]
-    )
-    return space
-
-
-def test_suggest_config_maps_every_hyperparameter_to_optuna() -> None:
-    space = flat_space()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    trial = study.ask()
-    config = suggest_config(trial, space)
-    assert isinstance(config, Configuration) and config["c"] == "fixed"
-    dists = trial.distributions
-    assert dists["lr"].log and not dists["x"].log
-    assert isinstance(dists["n"], optuna.distributions.IntDistribution) and dists["n"].log
-    assert dists["act:a"].choices == ("relu", "tanh") and dists["flag"].choices == (True, False)
-    fixed = optuna.trial.FixedTrial({k: v for k, v in dict(config).items() if k != "c"})
-    assert suggest_config(fixed, space) == config
-
-
-def test_suggest_config_refuses_conditional_spaces(make_problem) -> None:
-    with pytest.raises(ValueError, match="flat=True"):
-        suggest_config(optuna.trial.FixedTrial({}), make_problem().configspace)
-
-
-def test_optuna_optimizer_tells_crashes_as_failed_trials() -> None:
-    space = flat_space()
-    optimizer = OptunaOptimizer(space, seed=1)
-
-    def target(config: Any, seed: int = 0) -> float:
-        if config["act:a"] == "tanh":
-            raise RuntimeError("boom")
-        return float(config["x"])
-
-    runhistory = run_optimizer(optimizer, target, n_trials=8)
-    states = [t.state for t in optimizer.study.trials]
-    assert len(runhistory) == 8 and len(states) == 8
-    crashed = [v.status.name == "CRASHED" for v in runhistory.values()]
-    assert [s == optuna.trial.TrialState.FAIL for s in states] == crashed
-    assert optimizer.meta["sampler"] == "TPESampler"
-
-
-def test_run_optuna_records_a_runhistory_and_resumes(make_problem, tmp_path: Path) -> None:
-    problem = make_problem(flat=True, max_budget=1)
-    output = tmp_path / "compare"
-    runhistory = run_optuna(problem, n_trials=3, seed=0, output_dir=output)
-    path = output / "optuna" / "0" / "runhistory.json"
-    assert path.is_file() and len(runhistory) == 3
-    space = load_space(path.parent / "configspace.json")
-    assert space == problem.configspace
-    frame = trials_dataframe(load_runhistory(path, space))
-    assert len(frame) == 3 and frame["val_accuracy"].notna().all()
-    assert ((frame["cost"] - (1.0 - frame["val_accuracy"])).abs() < TIE_BREAK).all()
-
-    def no_training(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a resumed trial was evaluated again")
-
-    problem.train = no_training  # type: ignore[method-assign]
-    again = run_optuna(problem, n_trials=3, seed=0, output_dir=output)  # pure replay
-    assert [dict(again.get_config(k.config_id)) for k in again] == [
-        dict(runhistory.get_config(k.config_id)) for k in runhistory
-    ]
-    with pytest.raises(ValueError, match="different Optuna run"):
-        run_optuna(make_problem(flat=True, max_budget=2), n_trials=1, output_dir=output)
-    with pytest.raises(ValueError, match="flat=True"):
-        run_optuna(make_problem(), n_trials=1, output_dir=tmp_path / "other")

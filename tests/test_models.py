@@ -166,7 +166,7 @@ def test_unknown_option_lists_valid_ones():
 
 
 def test_register_model_adds_a_model(monkeypatch):
-    monkeypatch.setattr(models, "_REGISTRY", models._REGISTRY.copy())
+    monkeypatch.setattr(models.registry, "_REGISTRY", models.registry._REGISTRY.copy())
 
     @register_model(
         "tiny_mlp",
@@ -307,3 +307,69 @@ def test_mlp_widths_are_configurable():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     default = create_model("mlp")
     assert [m.out_features for m in default.modules() if isinstance(m, nn.Linear)] == [300, 100, 10]
+
+
+# ------------------------------------------------------------------ per-model metadata
+
+
+def test_each_zoo_model_carries_its_dense_epochs_and_the_zoo_lists_every_model():
+    # The CPU-sized dense-training lengths the zoo has always used (they key cached checkpoints).
+    expected = {"lenet5": 30, "mlp": 30, "vgg16": 60, "resnet18": 60, "efficientnet_b0": 60}
+    assert {name: model_info(name).dense_epochs for name in ZOO} == expected
+    assert sorted(models.ZOO_MODELS) == ZOO
+
+
+def test_recipe_defaults_are_the_trainers_defaults():
+    from safs_smac.training import Recipe
+
+    recipe = Recipe()
+    assert {key: getattr(recipe, key) for key in models.RECIPE_DEFAULTS} == dict(
+        models.RECIPE_DEFAULTS
+    )
+
+
+def test_a_model_is_found_by_name_or_by_its_constructor(monkeypatch):
+    monkeypatch.setattr(models.registry, "_REGISTRY", models.registry._REGISTRY.copy())
+
+    @register_model(
+        default_activation="relu",
+        in_channels=1,
+        input_size=4,
+        num_classes=2,
+        recipe={},
+        dense_epochs=3,
+    )
+    def Tiny_Net(*, num_classes, in_channels, input_size, activation):
+        return models.MLP(in_channels * input_size**2, (3,), num_classes, activation=activation)
+
+    assert "tiny_net" in list_models()  # the function's name, normalised
+    assert model_info(Tiny_Net) == model_info("tiny-net")
+    assert model_info(Tiny_Net).dense_epochs == 3
+    assert create_model(Tiny_Net)(torch.randn(1, 1, 4, 4)).shape == (1, 2)
+    with pytest.raises(ValueError, match="not a registered model constructor"):
+        create_model(models.MLP)
+    with pytest.raises(ValueError, match="dense_epochs for model 'bad' must be an integer >= 0"):
+        register_model(
+            "bad",
+            default_activation="relu",
+            in_channels=1,
+            input_size=4,
+            num_classes=2,
+            recipe={},
+            dense_epochs=-1,
+        )(Tiny_Net)
+
+
+def test_problem_reads_dense_epochs_from_the_registration(make_problem, monkeypatch):
+    monkeypatch.setattr(models.registry, "_REGISTRY", models.registry._REGISTRY.copy())
+    register_model(
+        "lenet5_short",
+        default_activation="relu",
+        in_channels=1,
+        input_size=28,
+        num_classes=10,
+        recipe={},
+        dense_epochs=2,
+    )(models.registry._REGISTRY.get("lenet5").constructor)
+    problem = make_problem(model="lenet5_short", dense_epochs=None)
+    assert problem.dense_epochs == 2

@@ -18,6 +18,7 @@ CONFIGSPACES = sorted((Path(__file__).parents[1] / "configspaces").glob("*.json"
 # Small inputs keep every zoo model to well under a second per trial on a CPU.
 _DATA = {
     "lenet5": {"channels": 1, "size": 28},
+    "mlp": {"channels": 1, "size": 28},
     "vgg16": {"channels": 3, "size": 16},
     "resnet18": {"channels": 3, "size": 16},
     "efficientnet_b0": {"channels": 3, "size": 16},
@@ -56,7 +57,7 @@ def _problem(path: Path, cache_dir: Path) -> SAFSProblem:
 
 
 def test_every_shipped_space_is_covered() -> None:
-    assert len(CONFIGSPACES) == 12
+    assert len(CONFIGSPACES) == 15
 
 
 @pytest.mark.parametrize("path", CONFIGSPACES, ids=lambda p: p.stem)

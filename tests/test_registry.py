@@ -46,3 +46,25 @@ def test_unknown_names_get_the_valid_ones_and_the_closest() -> None:
 def test_every_registry_suggests_the_close_name(lookup, typo, suggestion) -> None:
     with pytest.raises(ValueError, match=f"did you mean {suggestion}"):
         lookup(typo)
+
+
+def test_a_registered_optimizer_runs_through_optimize(make_problem, tmp_path, monkeypatch) -> None:
+    import safs_smac.optimizers as optimizers
+    from safs_smac.optimizers import OPTIMIZERS, RandomSearch, register_optimizer
+    from safs_smac.search import optimize
+
+    monkeypatch.setattr(optimizers, "_REGISTRY", optimizers._REGISTRY.copy())
+    monkeypatch.setattr(optimizers, "OPTIMIZERS", OPTIMIZERS)  # restored below by setitem
+    monkeypatch.setitem(OPTIMIZERS, "coin", RandomSearch)  # undone after the test
+
+    @register_optimizer("coin")
+    class CoinFlip(RandomSearch):
+        """Random search under another name."""
+
+    assert OPTIMIZERS["coin"] is CoinFlip
+    result = optimize(
+        make_problem(), "coin", n_trials=2, output_dir=tmp_path / "run", progress=False
+    )
+    assert len(result.trials) == 2
+    with pytest.raises(TypeError, match="AskTellOptimizer subclass"):
+        register_optimizer("bad")(int)

@@ -147,9 +147,18 @@ def test_foreign_directory_is_refused(make_problem, tmp_path) -> None:
     out = tmp_path / "somebody_elses"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="holds no safs-smac run"):
-        optimize(make_problem(), "random", n_trials=2, output_dir=out, progress=False)
-    assert (out / "notes.txt").read_text() == "keep me"
+    for overwrite in (False, True):  # --overwrite never removes what a run did not write
+        with pytest.raises(ValueError, match=r"not a safs-smac run \(notes.txt\)") as err:
+            optimize(
+                make_problem(),
+                "random",
+                n_trials=2,
+                output_dir=out,
+                progress=False,
+                overwrite=overwrite,
+            )
+        assert "--overwrite" not in str(err.value)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.parametrize(

@@ -457,3 +457,26 @@ def test_rewritten_model_copies_pickles_and_reloads():
     fresh = set_activations(FunctionalNet(), operators, learnable=True)
     fresh.load_state_dict(result.state_dict())
     torch.testing.assert_close(fresh(x), result(x))
+
+
+def _calling(fn) -> nn.Module:
+    class Net(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    return Net()
+
+
+def test_every_functional_spelling_of_the_torch_table_is_a_site():
+    # sites reads what PyTorch calls an activation from activations.TORCH_ACTIVATIONS: each
+    # row's first function is found, named after the function and reported as the operator.
+    from safs_smac.activations import TORCH_ACTIVATIONS
+
+    for row in TORCH_ACTIVATIONS:
+        namespace, _, attr = row.functions[0].partition(".")
+        (site,) = activation_sites(_calling(getattr({"F": F, "torch": torch}[namespace], attr)))
+        assert (site.kind, site.path, site.op) == (
+            "functional",
+            row.function,
+            row.operator or row.function,
+        )

@@ -6,8 +6,10 @@
   Needs the ``carps`` extra.
 * :mod:`safs_smac.integrations.hpobench`: :class:`~safs_smac.integrations.hpobench.SAFSBenchmark`
   with HPOBench's method names and return conventions, without depending on ``hpobench``.
-* :mod:`safs_smac.integrations.optuna`: the (flat) space as ``trial.suggest_*`` calls and Optuna
-  samplers as ask/tell optimizers recording SMAC run histories. Needs the ``optuna`` extra.
+* :mod:`safs_smac.integrations.optuna`: the space (conditions included) as define-by-run
+  ``trial.suggest_*`` calls, ``run_optuna`` returning an ``optuna.Study`` (storage, sampler,
+  pruner; trials reported per rung) with SMAC's files in the run directory, and Optuna samplers as
+  ask/tell optimizers. Needs the ``optuna`` extra.
 
 Importing :mod:`safs_smac` or this package imports none of the optional tools; each submodule
 imports its tool and fails with an ``ImportError`` naming the extra to install.

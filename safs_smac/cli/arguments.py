@@ -1,20 +1,25 @@
-"""The ``safs-smac`` command: ``run`` (the main job), ``space`` and ``report``.
+"""The ``safs-smac`` command line's arguments: the parser and the argument types.
 
-Bad input (unknown names, out-of-range values, missing data, a directory holding another run) ends
-with one line on stderr naming the problem and the fix, and exit code 2, before anything is written.
+Every type turns a bad value into an ``argparse`` error that names the option and the fix.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import math
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["build_parser", "main"]
+from safs_smac._version import __version__
+
+__all__ = [
+    "DEFAULT_MAX_BUDGET",
+    "DEFAULT_MIN_BUDGET",
+    "DEFAULT_TRIALS",
+    "EXIT_BAD_INPUT",
+    "build_parser",
+]
 
 EXIT_BAD_INPUT = 2
 
@@ -27,6 +32,16 @@ DEFAULT_MAX_BUDGET = 9.0
 
 def _csv_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _operator_list(text: str) -> list[str]:
+    operators = _csv_list(text)
+    if not operators:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated operator names, got {text!r}; e.g. relu,swish,elu "
+            "(`safs-smac run --help` lists the defaults)"
+        )
+    return operators
 
 
 def _rate_range(text: str) -> tuple[float, float]:
@@ -60,6 +75,25 @@ _epochs = _positive_number("a number of epochs", allow_inf=False)
 _seconds = _positive_number("seconds", allow_inf=True)
 
 
+def _non_negative_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0, got {text}")
+    return value
+
+
+def _output_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a directory, got an empty name (a run never writes into the current "
+            "directory); e.g. --output-dir safs_runs/run1"
+        )
+    return Path(text)
+
+
 def _eta(text: str) -> int:
     try:
         value = int(text)
@@ -91,7 +125,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every option shows its default in ``--help``)."""
-    from safs_smac.search import (
+    from safs_smac.search.names import (
         ASK_TELL_OPTIMIZERS,
         DEFAULT_JOINT_OPTIMIZER,
         DEFAULT_STAGE1_OPTIMIZER,
@@ -108,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "driven by SMAC3.",
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action="version", version=f"safs-smac {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -191,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eta", type=_eta, default=3, help="successive-halving reduction factor")
     run.add_argument(
         "--output-dir",
-        type=Path,
+        type=_output_dir,
         default=None,
         help="run directory (default: "
         "safs_runs/<model>_<dataset>_<pruning><rate>_<optimizer or paper-...>_s<seed>)",
@@ -226,7 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: no limit)",
     )
     run.add_argument(
-        "--overwrite", action="store_true", help="replace a different run in --output-dir"
+        "--overwrite",
+        action="store_true",
+        help="replace a different run in --output-dir (only the files a run writes are removed; "
+        "a directory holding anything else is refused)",
+    )
+    run.add_argument(
+        "--wait",
+        type=_non_negative_number,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another process using --output-dir to finish (default: refuse "
+        "at once)",
     )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument("-v", "--verbose", action="store_true", help="log cache hits and SMAC info")
@@ -250,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--flat", action="store_true", help="condition-free variant")
     space.add_argument(
         "--operators",
-        type=_csv_list,
+        type=_operator_list,
         default=None,
         help="comma-separated operator set (default: the SAFS set + the model's default)",
     )
@@ -306,7 +351,7 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--operators",
-        type=_csv_list,
+        type=_operator_list,
         default=None,
         help="comma-separated operator set (default: the SAFS set + the model's default)",
     )
@@ -330,171 +375,3 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="checkpoint cache (default: $SAFS_SMAC_CACHE or ~/.cache/safs-smac)",
     )
-
-
-def _version() -> str:
-    from safs_smac import __version__
-
-    return f"safs-smac {__version__}"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``safs-smac`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        if args.command == "run":
-            return _cmd_run(args)
-        if args.command == "space":
-            return _cmd_space(args)
-        return _cmd_report(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"safs-smac: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("safs-smac: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from safs_smac.problem import SAFSProblem
-    from safs_smac.search import optimize, run_label
-
-    problem = SAFSProblem(
-        args.model,
-        args.dataset,
-        pruning_rate=args.pruning_rate,
-        pruning=args.pruning,
-        prune_schedule=args.prune_schedule,
-        objective=args.objective,
-        data_root=args.data_root,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        dense_epochs=args.dense_epochs,
-        max_budget=max(1, round(args.max_budget)),
-        stage=args.stage,
-        granularity=args.granularity,
-        operators=args.operators,
-        search_rate=args.search_rate,
-    )
-    problem.dataset  # noqa: B018 - load now: a missing data directory must fail before any write
-    label = run_label(args.optimizer, args.protocol)
-    output_dir = args.output_dir or Path("safs_runs") / (
-        f"{problem.model_name}_{problem.dataset_name}_{problem.pruning}{problem.pruning_rate:g}"
-        f"{'' if args.prune_schedule == 'one-shot' else '-' + args.prune_schedule}"
-        f"_{label}_s{args.seed}"
-    )
-    result = optimize(
-        problem,
-        args.optimizer,
-        protocol=args.protocol,
-        stage1_trials=args.stage1_trials,
-        stage1_epochs=args.stage1_epochs,
-        stage2_trials=args.stage2_trials,
-        stage2_epochs=args.stage2_epochs,
-        n_trials=args.n_trials,
-        walltime=args.walltime,
-        min_budget=args.min_budget,
-        max_budget=args.max_budget,
-        seed=args.seed,
-        output_dir=output_dir,
-        n_workers=args.n_workers,
-        scheduler_file=args.scheduler_file,
-        trial_walltime_limit=args.trial_walltime,
-        trial_memory_limit=args.trial_memory,
-        overwrite=args.overwrite,
-        eta=args.eta,
-        progress=not args.no_progress,
-    )
-    print()
-    print(
-        f"{problem.model_name} on {problem.dataset_name}, {problem.pruning} "
-        f"{problem.prune_schedule.label} at {100 * problem.pruning_rate:g}% sparsity, "
-        f"{len(result.trials)} trials ({label})"
-    )
-    print(result.table())
-    for name, stage in result.stages.items():
-        print(
-            f"{name}: val {100 * stage.final.val_accuracy:.2f}%, "
-            f"test {100 * stage.final.test_accuracy:.2f}% after {stage.final.epochs} epochs "
-            f"({len(stage.trials)} trials)"
-        )
-    print()
-    print("incumbent operators: " + ", ".join(f"{k}={v}" for k, v in result.operators.items()))
-    print(f"results in {output_dir}")
-    return 0
-
-
-def _cmd_space(args: argparse.Namespace) -> int:
-    from safs_smac.space import save_space, space_to_text, zoo_space
-
-    space = zoo_space(
-        args.model,
-        stage=args.stage,
-        granularity=args.granularity,
-        flat=args.flat,
-        operators=args.operators,
-    )
-    if args.output is None:
-        sys.stdout.write(space_to_text(space, args.format))
-    else:
-        save_space(space, args.output, args.format)
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from safs_smac.report import (
-        format_table,
-        load_summary,
-        plot_dnr,
-        plot_trajectory,
-        read_trials,
-        trajectory_references,
-    )
-
-    summary = load_summary(args.output_dir)
-    trials = read_trials(args.output_dir / "results.csv")
-    print(format_table(summary))
-    for name, stage in summary.get("stages", {}).items():  # --protocol paper
-        final = stage["incumbent"]
-        print(
-            f"{name}: val {100 * final['val_accuracy']:.2f}%, test "
-            f"{100 * final['test_accuracy']:.2f}% ({stage['n_trials']} trials)"
-        )
-    incumbent = summary["incumbent"]
-    print()
-    print("site | operator | alpha | beta | dead neuron rate")
-    dnr = incumbent.get("dnr") or {}
-    for site, op in incumbent["operators"].items():
-        alpha, beta = incumbent["alpha"].get(site), incumbent["beta"].get(site)
-        rate = dnr.get(site)
-        print(
-            f"{site} | {op} | {_fmt(alpha)} | {_fmt(beta)} | "
-            f"{'' if rate is None else f'{100 * rate:.1f}%'}"
-        )
-    print()
-    print(f"{len(trials)} trials, {trials['epochs'].sum():.0f} fine-tuning epochs")
-    plot_trajectory(
-        trials, args.output_dir / "trajectory.png", references=trajectory_references(summary)
-    )
-    if dnr:
-        plot_dnr(dnr, args.output_dir / "dnr.png", title="incumbent: dead neuron rate per site")
-    print(f"plots in {args.output_dir}")
-    return 0
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    if isinstance(value, list):
-        return f"[{len(value)} channels]"
-    return "" if value is None else str(value)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
