@@ -147,19 +147,15 @@ class VGG(nn.Module):
         return self.classifier(self.dropout(x))
 
 
+# The CIFAR-10 models' shared facts and dense recipe (SGD + momentum, weight decay, cosine).
+_CIFAR = {"default_activation": "relu", "in_channels": 3, "input_size": 32, "num_classes": 10}
+_CIFAR_SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "scheduler": "cosine"}
+
+
 @register_model(
     "vgg16",
-    default_activation="relu",
-    in_channels=3,
-    input_size=32,
-    num_classes=10,
-    recipe={
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "scheduler": "cosine",
-    },
+    **_CIFAR,
+    recipe={**_CIFAR_SGD, "lr": 0.05},
     description="VGG-16 with BatchNorm for CIFAR (13 conv + 1 linear, 13 activation sites)",
     dense_epochs=60,
 )
@@ -253,17 +249,8 @@ class ResNet(nn.Module):
 
 @register_model(
     "resnet18",
-    default_activation="relu",
-    in_channels=3,
-    input_size=32,
-    num_classes=10,
-    recipe={
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "scheduler": "cosine",
-    },
+    **_CIFAR,
+    recipe={**_CIFAR_SGD, "lr": 0.1},
     description="ResNet-18 with CIFAR stem (17 activation sites)",
     dense_epochs=60,
 )
