@@ -173,3 +173,13 @@ def test_packaging_ships_the_plugin_and_the_task_yamls() -> None:
     assert not any(p.split(".")[0] not in ("safs_smac", "hydra_plugins") for p in packages)
     assert not any("__pycache__" in p for p in packages)
     assert "configs/**/*.yaml" in setup["options.package_data"]["safs_smac"]
+
+
+def test_carps_random_search_draws_differ_between_run_seeds() -> None:
+    # CARP-S's random search samples from the objective's space: the run seed must reach it.
+    def first_draw(seed: int) -> dict:
+        task = build("lenet5_synthetic", f"seed={seed}")
+        return dict(task.objective_function.configspace.sample_configuration())
+
+    assert first_draw(1) == first_draw(1)
+    assert first_draw(1) != first_draw(2)

@@ -104,6 +104,10 @@ class SAFSObjectiveFunction(ObjectiveFunction):
         Seed of every fine-tuning run, so the benchmark is one deterministic function whichever
         optimizer or optimizer seed asks (CARP-S runs compare optimizers on the same function).
         ``None`` uses the seed each trial carries (0 when it carries none).
+    space_seed
+        Seed of :attr:`configspace`'s sampler; default the problem's seed. CARP-S's random search
+        samples from the objective's space, so the task configs pass CARP-S's run seed here:
+        otherwise every run seed would draw the same configurations.
     loggers
         CARP-S loggers (CARP-S's ``make_task`` passes them).
     **problem_kwargs
@@ -115,6 +119,7 @@ class SAFSObjectiveFunction(ObjectiveFunction):
         problem: SAFSProblem | None = None,
         *,
         trial_seed: int | None = 0,
+        space_seed: int | None = None,
         loggers: list[AbstractLogger] | None = None,
         **problem_kwargs: Any,
     ) -> None:
@@ -135,7 +140,12 @@ class SAFSObjectiveFunction(ObjectiveFunction):
             )
         self.problem = problem
         self.trial_seed = None if trial_seed is None else int(trial_seed)
-        self._configspace = string_booleans(problem.configspace, seed=problem.seed)
+        self.space_seed = problem.seed if space_seed is None else int(space_seed)
+        space = string_booleans(problem.configspace, seed=self.space_seed)
+        if space is problem.configspace:  # no boolean choices: a copy, with a sampler of its own
+            space = ConfigurationSpace.from_serialized_dict(space.to_serialized_dict())
+            space.seed(self.space_seed)
+        self._configspace = space
 
     @property
     def configspace(self) -> ConfigurationSpace:

@@ -263,12 +263,13 @@ _COMMON = {
     "stage": "joint",
     "seed": 0,
     "trial_seed": 0,
+    "space_seed": "${seed}",  # CARP-S's random search samples from the objective's space
     "device": "auto",
     "cache_dir": None,
 }
 _ORDER = ("model", "dataset", "data_root", "dataset_kwargs", "pruning_rate", "pruning",
-          "dense_epochs", "max_budget", "stage", "granularity", "seed", "trial_seed", "device",
-          "cache_dir")  # fmt: skip
+          "dense_epochs", "max_budget", "stage", "granularity", "seed", "trial_seed", "space_seed",
+          "device", "cache_dir")  # fmt: skip
 
 
 def _variants() -> Iterator[tuple[str, bool]]:
@@ -305,7 +306,8 @@ def task_config(
     settings = {**_COMMON, **spec.problem, "granularity": granularity}
     kwargs = {k: settings[k] for k in _ORDER if k in settings}
     kwargs.update({k: v for k, v in settings.items() if k not in kwargs})
-    resolved = {**kwargs, "data_root": None}  # the space never depends on where data lives
+    # The space never depends on where data lives nor on its sampler's seed.
+    resolved = {**kwargs, "data_root": None, "space_seed": None}
     objective = SAFSObjectiveFunction(**resolved)
     task = make_task(
         objective,
