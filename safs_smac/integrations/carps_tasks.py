@@ -212,7 +212,7 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         "lenet5_synthetic_hard",
-        "LeNet-5 on generated data, 10 classes at 98% sparsity: small (0.1-0.2 s a trial on one "
+        "LeNet-5 on generated data, 10 classes at 98% sparsity: small (0.1-0.3 s a trial on one "
         "CPU thread) yet far from saturated (most configurations stay at chance), so optimizers "
         "reach different costs.",
         {
