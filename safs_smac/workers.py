@@ -10,13 +10,21 @@ two things must be decided inside it, at the start of a trial:
   process may use divided by the trials the worker runs at a time.
 * **GPU.** With ``device="auto"`` and several visible GPUs, worker ``i`` trains on
   ``cuda:(i % n_gpus)`` (round-robin), so that parallel trials do not all land on ``cuda:0``.
+* **Memory allocator.** Dask's nanny starts every worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+  (``distributed.nanny.pre-spawn-environ``). Setting a trim threshold switches off glibc's
+  dynamic mmap threshold, so every tensor buffer above 128 KiB is mapped and unmapped afresh and
+  CPU training runs several times slower. Any cluster that did not unset it (SMAC's own
+  ``Scenario(n_workers=N)`` runner, a user's ``LocalCluster``) gets glibc's thresholds put back
+  at their dynamic ceilings with ``mallopt`` (:func:`restore_malloc_thresholds`) at the first
+  trial; only where that is impossible is a warning logged.
 
-Outside a Dask worker nothing changes. Imports only the standard library; torch and distributed are
-imported where they are needed.
+Outside a Dask worker nothing changes. Imports only the standard library (``ctypes`` for glibc's
+``mallopt``); torch and distributed are imported where they are needed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -29,11 +37,21 @@ __all__ = [
     "configure_worker",
     "current_worker",
     "pin_device",
+    "restore_malloc_thresholds",
     "threads_per_worker",
     "worker_index",
 ]
 
 logger = logging.getLogger(__name__)
+
+# mallopt parameters (glibc's malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: glibc's ceiling for its dynamic mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX: 32 MiB on 64-bit),
+#: which a default process reaches once it has freed buffers that large; the trim threshold then
+#: follows at twice the mmap threshold. The largest values mallopt accepts.
+MMAP_THRESHOLD = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
+TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 
 
 def available_cores() -> int:
@@ -95,7 +113,7 @@ def configure_worker(device: str, num_threads: int | None = None) -> str:
 
     worker = current_worker()
     if worker is not None and "MALLOC_TRIM_THRESHOLD_" in os.environ:
-        _warn_malloc_trim()
+        _undo_malloc_trim()
     if num_threads is None and worker is not None:
         num_threads = max(1, available_cores() // max(1, _worker_threads(worker)))
     if num_threads is not None and torch.get_num_threads() != num_threads:
@@ -106,13 +124,45 @@ def configure_worker(device: str, num_threads: int | None = None) -> str:
     return pin_device(device, index=worker_index(worker.name), n_gpus=n_gpus)
 
 
+def restore_malloc_thresholds() -> bool:
+    """Give glibc's malloc back the thresholds a default process would reach.
+
+    Sets the mmap threshold to :data:`MMAP_THRESHOLD` and the trim threshold to
+    :data:`TRIM_THRESHOLD` with ``mallopt``: buffers below 32 MiB are then reused from the heap
+    instead of being mapped and unmapped on every allocation, whatever ``MALLOC_TRIM_THRESHOLD_``
+    the process started with. Returns ``False`` (and changes nothing) without glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    # mallopt returns 1 on success, 0 for a value out of range.
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+
+
 @functools.cache
-def _warn_malloc_trim() -> None:
+def _undo_malloc_trim() -> None:
+    """Once per process: undo the nanny's ``MALLOC_TRIM_THRESHOLD_``, or warn if impossible."""
+    value = os.environ["MALLOC_TRIM_THRESHOLD_"]
+    if restore_malloc_thresholds():
+        logger.info(
+            "this Dask worker started with MALLOC_TRIM_THRESHOLD_=%s; glibc's mmap/trim "
+            "thresholds were set to %d/%d bytes so that torch CPU training keeps its speed",
+            value,
+            MMAP_THRESHOLD,
+            TRIM_THRESHOLD,
+        )
+        return
     logger.warning(
         "this Dask worker runs with MALLOC_TRIM_THRESHOLD_=%s, which makes torch CPU training "
-        "several times slower; start the cluster with the Dask setting "
-        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ set to null",
-        os.environ["MALLOC_TRIM_THRESHOLD_"],
+        "several times slower, and glibc's mallopt is not available to undo it; start the "
+        "cluster with the Dask setting distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_ "
+        "set to null",
+        value,
     )
 
 

@@ -51,9 +51,9 @@ from safs_smac.optimizers import LAHC, run_optimizer
 # carps' own get_search_space_info still calls ConfigSpace's deprecated getters.
 pytestmark = pytest.mark.filterwarnings("ignore:Please use `space.:DeprecationWarning")
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "safs_smac" / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "safs_smac" / "configs"
 TASKS = sorted(p.stem for p in (CONFIG_DIR / "task" / "SAFS").glob("*.yaml"))
-SEARCHPATH = "hydra.searchpath=[pkg://safs_smac/configs]"
 
 # The trial cost is 1 - accuracy plus a loss tie-break below half a validation image (64 here).
 TIE_BREAK = 0.5 / 64
@@ -61,12 +61,15 @@ TIE_BREAK = 0.5 / 64
 
 # ---------------------------------------------------------------------- helpers
 def compose(*overrides: str) -> Any:
-    """CARP-S's global config with the given overrides, composed in-process."""
+    """CARP-S's global config with the given overrides, composed in-process.
+
+    No ``hydra.searchpath``: the package's search-path plugin (hydra_plugins/) adds the configs.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
     with initialize_config_module(config_module="carps.configs", version_base=None):
-        return hydra_compose(config_name="base", overrides=[SEARCHPATH, *overrides])
+        return hydra_compose(config_name="base", overrides=list(overrides))
 
 
 def toy_space() -> ConfigurationSpace:
@@ -152,7 +155,7 @@ def test_hydra_finds_the_configs_as_a_package() -> None:
     # Hydra's pkg:// source only searches importable packages (it looks for __init__.py).
     assert (CONFIG_DIR / "__init__.py").is_file()
     assert {"lenet5_synthetic", "lenet5_mnist-5k", "vgg16_cifar10_mf"} <= set(TASKS)
-    assert len(TASKS) == 12
+    assert len(TASKS) == 28  # 7 settings x (black-box, multi-fidelity) x (layer, network)
     cfg = compose("+optimizer/safs=lahc", "+task/SAFS=lenet5_synthetic")
     assert cfg.optimizer._target_ == "safs_smac.integrations.carps.LAHCOptimizer"
 
@@ -234,17 +237,27 @@ def test_make_task_black_box_and_multi_fidelity(make_problem) -> None:
 
 
 @pytest.mark.parametrize("name", TASKS)
-def test_shipped_task_configs_match_their_objective(name: str) -> None:
+def test_shipped_task_configs_match_their_objective(name: str, monkeypatch) -> None:
     from hydra.utils import instantiate
 
+    built: list[SAFSObjectiveFunction] = []
+    original_init = SAFSObjectiveFunction.__init__
+
+    def counting_init(self, *args: Any, **kwargs: Any) -> None:
+        built.append(self)
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SAFSObjectiveFunction, "__init__", counting_init)
     cfg = compose(f"+task/SAFS={name}", "+optimizer/randomsearch=config")
     task = instantiate(cfg.task)  # builds the problem (no data is loaded)
     objective = task.objective_function
+    assert built == [objective]  # one objective per run: the space is embedded, not rebuilt
     assert isinstance(objective, SAFSObjectiveFunction)
-    assert task.name == name and cfg.benchmark_id == "SAFS"
+    assert task.name == name == cfg.task_id and cfg.benchmark_id == "SAFS"
     assert task.input_space.configuration_space == objective.configspace
     info = get_search_space_info(objective.configspace)
     assert {k: getattr(task.metadata, k) for k in info} == info
+    assert objective.problem.granularity == ("network" if "_network" in name else "layer")
     fidelity = task.input_space.fidelity_space
     assert fidelity.is_multifidelity == name.endswith("_mf")
     if fidelity.is_multifidelity:
@@ -287,8 +300,7 @@ def test_carps_cli_runs_random_search_on_the_smallest_task(tmp_path: Path) -> No
     command = [
         sys.executable,
         "-m",
-        "carps.run",
-        SEARCHPATH,
+        "carps.run",  # no hydra.searchpath: the package's plugin finds the tasks
         "+optimizer/randomsearch=config",
         "+task/SAFS=lenet5_synthetic",
         "seed=1",
@@ -298,11 +310,18 @@ def test_carps_cli_runs_random_search_on_the_smallest_task(tmp_path: Path) -> No
         "task.objective_function.device=cpu",
         f"task.objective_function.cache_dir={tmp_path / 'cache'}",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1"}
+    # From another directory, with this checkout (package and hydra_plugins) first on the path.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": path}
     result = subprocess.run(
         command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # CARP-S logs the command to paste back; it now works as logged.
+    assert (
+        "Runcommand: `python -m carps.run +optimizer/randomsearch=config"
+        in result.stdout + result.stderr
+    )
     run_dir = tmp_path / "runs" / "RandomSearch" / "SAFS" / "lenet5_synthetic" / "1"
     trials = [json.loads(line) for line in (run_dir / "trial_logs.jsonl").read_text().splitlines()]
     assert len(trials) == 3

@@ -379,14 +379,3 @@ def test_run_optimizer_records_the_statuses_of_a_smac_runner() -> None:
     )
     assert [v.status for v in rh.values()] == [StatusType.CRASHED] * 2
     assert all("bad trial" in v.additional_info["reason"] for v in rh.values())
-
-
-def test_a_worker_with_dasks_malloc_trim_threshold_is_warned(monkeypatch, caplog) -> None:
-    fake = SimpleNamespace(name=0, state=SimpleNamespace(nthreads=1))
-    monkeypatch.setattr(workers, "current_worker", lambda: fake)
-    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
-    workers._warn_malloc_trim.cache_clear()
-    with caplog.at_level("WARNING"):
-        workers.configure_worker("cpu", num_threads=torch.get_num_threads())
-    assert "MALLOC_TRIM_THRESHOLD_=65536" in caplog.text
-    assert "pre-spawn-environ.MALLOC_TRIM_THRESHOLD_" in caplog.text

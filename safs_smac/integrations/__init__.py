@@ -1,8 +1,9 @@
 """Adapters that plug a :class:`~safs_smac.problem.SAFSProblem` into other benchmark tools.
 
 * :mod:`safs_smac.integrations.carps`: a CARP-S ``ObjectiveFunction``, ``Task`` builder and the
-  safs_smac ask/tell optimizers (LAHC, ...) as CARP-S optimizers; the Hydra task and optimizer
-  configs ship in ``safs_smac/configs`` (``hydra.searchpath=[pkg://safs_smac/configs]``).
+  safs_smac ask/tell optimizers (LAHC, ...) as CARP-S optimizers;
+  :mod:`safs_smac.integrations.carps_tasks` generates the Hydra task configs shipped in
+  ``safs_smac/configs`` (found through the package's Hydra search-path plugin).
   Needs the ``carps`` extra.
 * :mod:`safs_smac.integrations.hpobench`: :class:`~safs_smac.integrations.hpobench.SAFSBenchmark`
   with HPOBench's method names and return conventions, without depending on ``hpobench``.
