@@ -289,7 +289,14 @@ def dask_client(
 
     if scheduler_file is not None:
         path = check_scheduler_file(scheduler_file)
-        remote = Client(scheduler_file=str(path), timeout="30s")
+        try:
+            remote = Client(scheduler_file=str(path), timeout="30s")
+        except (OSError, TimeoutError) as err:  # nothing listens at the address, or not in time
+            raise ValueError(
+                f"could not reach the Dask scheduler named in {path} within 30 s ({err}); start "
+                "the scheduler (`dask scheduler --scheduler-file F`) or pass the file of a "
+                "running one"
+            ) from None
         try:
             yield remote
         finally:
