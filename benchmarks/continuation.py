@@ -235,7 +235,8 @@ def summarise(runs: pd.DataFrame) -> str:
         f"| {_wilcoxon(on['test_accuracy'], off['test_accuracy'])} |",
         "",
         f"Trials continued per run (on): {_mean_std(on['trials_continued'], digits=1)}; "
-        f"largest continuation cache at a run's end: {on['states_bytes_at_end'].max() / 1e6:.1f} MB.",
+        "largest continuation cache at a run's end: "
+        f"{on['states_bytes_at_end'].max() / 1e6:.1f} MB.",
     ]
     return "\n".join(lines)
 

@@ -310,3 +310,31 @@ def test_trials_of_two_configs_in_two_processes_continue_their_own_states(
         assert result["cost"] == cost and result["val_loss"] == info["val_loss"]
     assert results[0]["cost"] != results[1]["cost"]  # two different trials, not one shared
     assert len(_states(problem)) == 2
+
+
+@pytest.mark.slow  # two tiny main jobs per seed
+def test_benchmark_quick_runs_the_main_job_with_continuation_off_and_on(tmp_path: Path) -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "continuation.py"
+    spec = importlib.util.spec_from_file_location("continuation_benchmark", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "out"
+    argv = ["--quick", "--seeds", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
+    assert bench.main(argv) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and set(runs["continuation"]) == {"on", "off"}
+    off = runs[runs["continuation"] == "off"].set_index("seed").sort_index()
+    on = runs[runs["continuation"] == "on"].set_index("seed").sort_index()
+    assert (off["epochs_run"] == off["epochs_budgeted"]).all()
+    assert (on["epochs_budgeted"] == off["epochs_budgeted"]).all()
+    # Promotions happened and continued; the search itself is the same, trial for trial.
+    assert (on["trials_continued"] > 0).all() and (on["epochs_run"] < off["epochs_run"]).all()
+    assert (on["epochs_run"] + on["epochs_continued"] == on["epochs_budgeted"]).all()
+    assert (on["trials_key"] == off["trials_key"]).all()
+    assert (on["val_accuracy"] == off["val_accuracy"]).all()
+    table = (out / "table.md").read_text()
+    assert "paired Wilcoxon p" in table and "| yes |" in table
+    # The run's states are released at its end.
+    assert not any((tmp_path / "work" / "cache").glob("continuation/*/*.pt"))
