@@ -590,19 +590,20 @@ class SAFSProblem:
         return max(1, round(float(budget)))
 
     def finetune(
-        self, spec: TrialSpec, *, seed: int, epochs: int, continuation: bool = False
+        self, spec: TrialSpec, *, seed: int, epochs: int, continuation: bool | None = None
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Fine-tune the pruned model as ``spec`` says; returns the model and a result dict.
 
         The learning-rate schedule spans ``max(max_budget, epochs)`` epochs, so ``epochs`` below
-        the maximum budget are the first epochs of the full fine-tune. With ``continuation`` the
-        fine-tune starts from the cached state of the same ``spec`` and ``seed`` at the most epochs
-        below ``epochs``, if there is one, and leaves its own state for a later, longer one (see
-        ``continue_trials``). The result holds validation accuracy/loss and diagnostics,
-        ``epochs`` (epochs run by this call) and ``resumed_from`` (epochs it continued from, 0
-        from scratch); it never raises on divergence.
+        the maximum budget are the first epochs of the full fine-tune. With ``continuation``
+        (``None``: ``continue_trials``) the fine-tune starts from the cached state of the same
+        ``spec`` and ``seed`` if it has at most ``epochs`` epochs, and leaves its own state for a
+        later, longer one; the result is the same either way. The result dict holds validation
+        accuracy/loss and diagnostics, ``epochs`` (epochs run by this call) and ``resumed_from``
+        (epochs it continued from, 0 from scratch); it never raises on divergence.
         """
         start = time.perf_counter()
+        continuation = self.continue_trials if continuation is None else bool(continuation)
         device = resolve_device(self.device)
         model = self.pruned_model(spec.prune_rate)
         model = sites.set_activations(
@@ -672,12 +673,7 @@ class SAFSProblem:
         # On a Dask worker: its share of the cores and, with several GPUs, its own GPU.
         self.device = configure_worker(self.device, self.num_threads)
         spec = self.decode(config)
-        _, info = self.finetune(
-            spec,
-            seed=int(seed),
-            epochs=self.epochs_for(budget),
-            continuation=self.continue_trials,
-        )
+        _, info = self.finetune(spec, seed=int(seed), epochs=self.epochs_for(budget))
         if info["diverged"]:
             cost = WORST_COST
         else:

@@ -601,7 +601,7 @@ def fit(
         if scheduler is not None and resume.scheduler is not None:
             scheduler.load_state_dict(resume.scheduler)
         order_gen.set_state(resume.order_rng)
-        runner.augment_gen.set_state(resume.augment_rng.to(runner.augment_gen.device))
+        runner.augment_gen.set_state(resume.augment_rng)  # a CPU tensor for every device
     history: list[dict[str, float]] = []
     reason: str | None = None
     state: FitState | None = None
