@@ -29,7 +29,7 @@ from torch import nn
 from safs_smac import pruning as pruning_lib
 from safs_smac import sites
 from safs_smac._version import __version__
-from safs_smac.cache import CheckpointCache, default_cache_dir
+from safs_smac.cache import CheckpointCache, cache_key, default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
 from safs_smac.models import create_model, model_info
@@ -40,7 +40,7 @@ from safs_smac.space import (
     check_config_values,
     decode_config,
 )
-from safs_smac.training import Recipe, evaluate, fit, resolve_device
+from safs_smac.training import FitState, Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
 __all__ = ["OBJECTIVES", "PRUNING_SCOPES", "FinalEvaluation", "SAFSProblem", "trial_cost"]
@@ -51,6 +51,11 @@ PRUNING_SCOPES = ("layerwise", "global")
 # Bump when dense training or pruning semantics change: cached checkpoints built by older code are
 # then ignored instead of silently reused. 2: the dense model's initial weights are seeded.
 CACHE_VERSION = 2
+# Bump when what a continuation state holds or how a trial continues changes: states saved by older
+# code then live under another name and are never loaded.
+CONTINUATION_VERSION = 1
+#: Default cap on the bytes of continuation states in a cache directory (all problems together).
+CONTINUATION_MAX_BYTES = 1 << 30
 # Cost of a configuration that diverged: the worst possible error, so every optimiser ranks it last.
 WORST_COST = 1.0
 #: What a trial's cost measures (see :func:`trial_cost`).
@@ -156,6 +161,17 @@ class SAFSProblem:
         Torch threads of a trial (``None``: torch's default; on a Dask worker, the worker's share
         of the cores, see :mod:`safs_smac.workers`). ``optimize`` sets it for the workers it
         starts. Not part of :meth:`settings`: it changes speed, not results.
+    continue_trials
+        Budget continuation (default on): every fine-tuning schedule spans ``max_budget`` epochs,
+        so a trial at budget ``b`` is the first ``b`` epochs of the full fine-tune; the state at
+        its end is kept in the cache, and a later trial of the same configuration and seed at a
+        higher budget (a promotion, or a revisit) continues from it instead of starting again.
+        The result is the same as without it (bit for bit on CPU), so it is not part of
+        :meth:`settings` either; only the epochs run (the ``epochs`` a trial reports) drop.
+    continuation_max_bytes
+        Cap on the bytes of continuation states in ``cache_dir``: the least recently used are
+        evicted beyond it. States of a configuration that reached ``max_budget`` are deleted at
+        once; :meth:`release_continuations` deletes the rest of this problem's at the end of a run.
     """
 
     def __init__(
@@ -185,6 +201,8 @@ class SAFSProblem:
         model_kwargs: Mapping[str, Any] | None = None,
         dnr_probe_size: int = 256,
         num_threads: int | None = None,
+        continue_trials: bool = True,
+        continuation_max_bytes: int = CONTINUATION_MAX_BYTES,
     ) -> None:
         if not 0.0 <= float(pruning_rate) < 1.0:
             raise ValueError(
@@ -231,6 +249,13 @@ class SAFSProblem:
         if num_threads is not None and int(num_threads) < 1:
             raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = None if num_threads is None else int(num_threads)
+        if isinstance(continuation_max_bytes, bool) or int(continuation_max_bytes) < 0:
+            raise ValueError(
+                f"continuation_max_bytes must be an integer >= 0, got {continuation_max_bytes!r}; "
+                "pass 0 to keep no state between trials"
+            )
+        self.continue_trials = bool(continue_trials)
+        self.continuation_max_bytes = int(continuation_max_bytes)
         self.stage = stage
         self.granularity = granularity
         self.flat = flat
@@ -359,6 +384,9 @@ class SAFSProblem:
             "default_activation": self.default_activation,
             "dataset_kwargs": self.dataset_kwargs,
             "model_kwargs": self.model_kwargs,
+            # Learning-rate schedules span max_budget epochs, whatever a trial's budget (results
+            # differ from runs whose schedules spanned the budget; those lack this key).
+            "schedule_horizon": "max_budget",
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -472,9 +500,7 @@ class SAFSProblem:
         """Weights, masks and sparsity report of the dense model pruned at ``rate`` (cached)."""
         rate = self.pruning_rate if rate is None else float(rate)
         if rate not in self._pruned_states:
-            fields = {**self._dense_fields(), "pruning": self.pruning, "rate": rate}
-            if self.prune_schedule.name != "one-shot":  # keeps one-shot cache keys unchanged
-                fields["schedule"] = self.prune_schedule.settings()
+            fields = self._pruned_fields(rate)
 
             def build() -> dict[str, Any]:
                 model = self._model_for_data()
@@ -496,6 +522,13 @@ class SAFSProblem:
             payload, _ = CheckpointCache(self.cache_dir).get_or_create("pruned", fields, build)
             self._pruned_states[rate] = payload
         return self._pruned_states[rate]
+
+    def _pruned_fields(self, rate: float) -> dict[str, Any]:
+        """The cache key of the checkpoint pruned at ``rate``."""
+        fields = {**self._dense_fields(), "pruning": self.pruning, "rate": rate}
+        if self.prune_schedule.name != "one-shot":  # keeps one-shot cache keys unchanged
+            fields["schedule"] = self.prune_schedule.settings()
+        return fields
 
     def _finetune_between_rounds(
         self, model: nn.Module, epochs: int, overrides: Mapping[str, Any]
@@ -563,22 +596,53 @@ class SAFSProblem:
         return max(1, round(float(budget)))
 
     def finetune(
-        self, spec: TrialSpec, *, seed: int, epochs: int
+        self, spec: TrialSpec, *, seed: int, epochs: int, continuation: bool | None = None
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Fine-tune the pruned model as ``spec`` says; returns the model and a result dict.
 
-        The result holds validation accuracy/loss and diagnostics; it never raises on divergence.
+        The learning-rate schedule spans ``max(max_budget, epochs)`` epochs, so ``epochs`` below
+        the maximum budget are the first epochs of the full fine-tune. With ``continuation``
+        (``None``: ``continue_trials``) the fine-tune starts from the cached state of the same
+        ``spec`` and ``seed`` if it has at most ``epochs`` epochs, and leaves its own state for a
+        later, longer one; the result is the same either way. The result dict holds validation
+        accuracy/loss and diagnostics, ``epochs`` (epochs run by this call) and ``resumed_from``
+        (epochs it continued from, 0 from scratch); it never raises on divergence.
         """
         start = time.perf_counter()
+        continuation = self.continue_trials if continuation is None else bool(continuation)
         device = resolve_device(self.device)
         model = self.pruned_model(spec.prune_rate)
         model = sites.set_activations(
             model, spec.operators, alpha=spec.alpha, beta=spec.beta, learnable=spec.learn_scales
         )
         recipe = self.recipe.replace(**spec.recipe_overrides, epochs=epochs)
-        result = fit(model, self.dataset, recipe, device=device, seed=seed, evaluate_val=False)
+        horizon = max(self.max_budget, epochs)
+        cache = CheckpointCache(self.cache_dir)
+        kind, key = self._continuation_entry(spec, seed, recipe, horizon, device)
+        saved = cache.fetch(kind, key) if continuation else None
+        resume = None
+        if saved is not None and saved["epochs"] <= epochs:
+            resume = FitState.from_dict(saved)
+        result = fit(
+            model,
+            self.dataset,
+            recipe,
+            device=device,
+            seed=seed,
+            evaluate_val=False,
+            horizon=horizon,
+            resume=resume,
+            keep_state=continuation and epochs < horizon,
+        )
+        if continuation and not result.diverged:
+            if result.state is None:  # the full fine-tune: nothing longer can continue from it
+                cache.remove(kind, key)
+            elif saved is None or saved["epochs"] < epochs:  # never replace a longer state
+                cache.store(kind, key, result.state.to_dict())
+                cache.evict(_CONTINUATION_KIND, self.continuation_max_bytes)
         info: dict[str, Any] = {
             "epochs": result.epochs_run,
+            "resumed_from": result.start_epoch,
             "diverged": bool(result.diverged),
             "reason": result.reason,
         }
@@ -605,9 +669,12 @@ class SAFSProblem:
     ) -> tuple[float, dict[str, Any]]:
         """SMAC target function: the cost of ``budget`` fine-tuning epochs (see :func:`trial_cost`).
 
-        Returns ``(cost, additional_info)``; the info holds ``val_accuracy`` and ``val_loss``.
-        A configuration that diverges gets the worst cost
-        (1.0) with ``diverged=True`` and the reason, instead of an exception.
+        Returns ``(cost, additional_info)``; the info holds ``val_accuracy`` and ``val_loss``,
+        ``epochs`` (fine-tuning epochs this call ran: fewer than the budget when the trial
+        continued an earlier one of the same configuration and seed, see ``continue_trials``)
+        and ``resumed_from`` (the epochs it continued from, 0 from scratch). A configuration that
+        diverges gets the worst cost (1.0) with ``diverged=True`` and the reason, instead of an
+        exception.
         """
         check_config_values(config, self._space)  # a configuration outside the space: ValueError
         # On a Dask worker: its share of the cores and, with several GPUs, its own GPU.
@@ -624,6 +691,55 @@ class SAFSProblem:
                 self.objective,
             )
         return float(cost), _jsonable(info)
+
+    # ------------------------------------------------------------------ budget continuation
+    def _continuation_namespace(self) -> str:
+        """The cache folder of this problem's continuation states (see ``release_continuations``).
+
+        Everything a trial's start and schedule depend on besides its configuration and seed:
+        two problems that share it (e.g. the two stages of a staged run) train a configuration
+        identically and may continue each other's states.
+        """
+        fields = {
+            "version": CONTINUATION_VERSION,
+            **self._dense_fields(),
+            "pruning": self.pruning,
+            "prune_schedule": self.prune_schedule.settings(),
+            "max_budget": self.max_budget,
+        }
+        return f"{_CONTINUATION_KIND}/{cache_key(fields)}"
+
+    def _continuation_entry(
+        self, spec: TrialSpec, seed: int, recipe: Recipe, horizon: int, device: torch.device
+    ) -> tuple[str, dict[str, Any]]:
+        """Cache kind and key of the continuation state of ``spec`` at ``seed``."""
+        rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
+        key = {
+            "pruned": self._pruned_fields(rate),
+            "operators": dict(spec.operators),
+            "alpha": spec.alpha,
+            "beta": spec.beta,
+            "learn_scales": spec.learn_scales,
+            "recipe": {**recipe.to_dict(), "epochs": None},
+            "horizon": horizon,
+            "seed": int(seed),
+            # A CUDA state (bf16 autocast, its generator) cannot continue on the CPU or vice versa.
+            "device": device.type,
+        }
+        return self._continuation_namespace(), key
+
+    def continuation_bytes(self) -> int:
+        """Bytes of this problem's continuation states in the cache."""
+        return CheckpointCache(self.cache_dir).size(self._continuation_namespace())
+
+    def release_continuations(self) -> int:
+        """Delete this problem's continuation states; returns the bytes freed.
+
+        Call it when a run is finished with the problem (after its last trial). Any problem with
+        the same dense model, pruning and ``max_budget`` shares the states: one still searching
+        then starts its next promotions from scratch (same results, more epochs).
+        """
+        return CheckpointCache(self.cache_dir).clear(self._continuation_namespace())
 
     def check(self, config: Mapping[str, Any]) -> Configuration:
         """Validate a user-supplied configuration against this problem's space."""
@@ -653,6 +769,10 @@ class SAFSProblem:
             sparsity=info["sparsity"],
             extra={"dnr_mean": info.get("dnr_mean"), "dnr": info.get("dnr")},
         )
+
+
+# Continuation states live under <cache>/continuation/<problem namespace>/.
+_CONTINUATION_KIND = "continuation"
 
 
 def _module_fingerprint(module: nn.Module) -> str:

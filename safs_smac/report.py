@@ -35,17 +35,28 @@ __all__ = [
 RESULT_FILES = ("run.json", "results.csv", "incumbent.json", "summary.json", "trajectory.png")
 
 _INCUMBENT_LABEL = "incumbent at highest budget so far"
-_INFO_COLUMNS = ("val_accuracy", "epochs", "seconds", "diverged", "reason", "sparsity", "dnr_mean")
+_INFO_COLUMNS = (
+    "val_accuracy",
+    "epochs",
+    "resumed_from",
+    "seconds",
+    "diverged",
+    "reason",
+    "sparsity",
+    "dnr_mean",
+)
 
 
 def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
     """One row per finished trial, in completion order, with anytime columns.
 
-    Columns: ``trial, config_id, budget, seed, cost, status, val_accuracy, epochs, seconds,
-    diverged, reason, sparsity, dnr_mean, starttime, endtime, cumulative_epochs, elapsed,
+    Columns: ``trial, config_id, budget, seed, cost, status, val_accuracy, epochs, resumed_from,
+    seconds, diverged, reason, sparsity, dnr_mean, starttime, endtime, cumulative_epochs, elapsed,
     incumbent_budget, incumbent_val_accuracy`` followed by the configuration's hyperparameters.
 
-    ``budget`` is empty (NaN) for optimisers that run every trial at the max budget.
+    ``budget`` is empty (NaN) for optimisers that run every trial at the max budget. ``epochs``
+    are the fine-tuning epochs the trial ran; a trial that continued an earlier trial of its
+    configuration (budget continuation) ran ``budget - resumed_from`` of them.
     ``cumulative_epochs`` and ``elapsed`` (seconds since the first trial started) are the anytime
     x axes. ``incumbent_budget`` and ``incumbent_val_accuracy`` are the incumbent trajectory of
     :func:`incumbent_curve`: after each trial, the best validation accuracy among the trials at
@@ -169,7 +180,9 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
     """What a search cost: epochs budgeted and run, seconds in the target and in the search.
 
     ``epochs_budgeted`` sums the trials' budgets (a trial without a budget counts the epochs it was
-    asked to run), ``epochs_run`` the epochs that actually ran (a diverged trial stops early);
+    asked to run), ``epochs_run`` the epochs that actually ran (a diverged trial stops early, a
+    continued trial skips the epochs it continued from); ``epochs_continued`` sums those skipped
+    epochs over the ``trials_continued`` trials that continued an earlier one.
     ``target_seconds`` is the time inside the target function, ``search_seconds`` the span from
     the first trial's start to the last trial's end (a resumed run includes its downtime), and
     ``overhead_share`` the rest's share of it: the optimiser, the runner and our bookkeeping.
@@ -179,11 +192,16 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
     epochs = pd.to_numeric(trials.get("epochs"), errors="coerce").fillna(0.0)
     budgets = pd.to_numeric(trials.get("budget"), errors="coerce")
     budgeted = budgets.fillna(epochs) if budgets is not None else epochs
+    # Absent from results written before budget continuation: nothing was continued then.
+    resumed = pd.to_numeric(trials.get("resumed_from", 0.0), errors="coerce")
+    resumed = pd.Series(resumed, index=trials.index).fillna(0.0)
     target = float(pd.to_numeric(trials.get("seconds"), errors="coerce").fillna(0.0).sum())
     span = float(trials["endtime"].max() - trials["starttime"].min())
     return {
         "epochs_budgeted": float(budgeted.round().sum()),
         "epochs_run": float(epochs.sum()),
+        "epochs_continued": float(resumed.sum()),
+        "trials_continued": int((resumed > 0).sum()),
         "target_seconds": target,
         "search_seconds": span,
         "overhead_share": max(0.0, 1.0 - target / span) if span > 0 else 0.0,
@@ -266,6 +284,11 @@ def format_table(summary: Mapping[str, Any]) -> str:
             f"budgeted; {work['target_seconds']:.1f} s training in {work['search_seconds']:.1f} s "
             f"of search ({100 * work['overhead_share']:.0f}% optimiser and bookkeeping)."
         )
+        if work.get("trials_continued"):
+            lines.append(
+                f"{work['trials_continued']} promoted or revisited trial(s) continued from an "
+                f"earlier trial's state instead of re-running {work['epochs_continued']:g} epochs."
+            )
     elif summary.get("total_epochs") is not None:
         lines.append(f"Search: {summary['total_epochs']:g} fine-tuning epochs over all trials.")
     incumbent = summary.get("incumbent")

@@ -22,6 +22,7 @@ search. It is written for throughput without giving up reproducibility:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import random
@@ -46,6 +47,7 @@ __all__ = [
     "SCHEDULERS",
     "EvalResult",
     "FitResult",
+    "FitState",
     "Recipe",
     "build_optimizer",
     "build_scheduler",
@@ -177,11 +179,13 @@ class Recipe:
 class FitResult:
     """Outcome of :func:`fit`.
 
-    ``epochs_run`` counts completed epochs (an epoch cut short by divergence is not counted), so it
-    equals ``len(history)``. ``final_val_accuracy`` is the validation accuracy after the *last*
-    epoch (never the best epoch: picking the maximum over epochs is optimistic), ``None`` when no
-    validation split was evaluated or the fit diverged. After a divergence the model's weights are
-    undefined (possibly non-finite).
+    ``epochs_run`` counts the epochs this call completed (an epoch cut short by divergence is not
+    counted), so it equals ``len(history)``; a fit continued from a :class:`FitState` of
+    ``start_epoch`` epochs did not run those again. ``state`` is the state to continue from
+    (``fit(..., keep_state=True)`` only, ``None`` after a divergence). ``final_val_accuracy`` is
+    the validation accuracy after the *last* epoch (never the best epoch: picking the maximum over
+    epochs is optimistic), ``None`` when no validation split was evaluated or the fit diverged.
+    After a divergence the model's weights are undefined (possibly non-finite).
     """
 
     epochs_run: int
@@ -190,6 +194,50 @@ class FitResult:
     reason: str | None
     history: list[dict[str, float]] = field(default_factory=list)
     final_val_accuracy: float | None = None
+    start_epoch: int = 0
+    state: FitState | None = None
+
+
+@dataclass
+class FitState:
+    """Everything :func:`fit` needs to continue a fine-tune exactly where it stopped.
+
+    Continuing from the state after ``epochs`` epochs gives the same weights, bit for bit on CPU,
+    as one uninterrupted fit of the same length: the state holds the model's ``state_dict``
+    (weights, pruning masks, activation scales, BatchNorm statistics), the optimiser's and the
+    scheduler's state dicts, and the states of the three random generators a fit draws from (batch
+    order, augmentation, and the global torch generator that dropout uses). All tensors are on the
+    CPU, so a state pickles and moves between processes.
+
+    Attributes
+    ----------
+    epochs
+        Completed epochs.
+    horizon
+        Epochs the learning-rate schedule spans; a continuation must use the same.
+    seed
+        The fit's seed (a continuation must pass the same one).
+    """
+
+    epochs: int
+    horizon: int
+    seed: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    order_rng: torch.Tensor
+    augment_rng: torch.Tensor
+    torch_rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``dict`` of the fields (what the on-disk cache stores)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitState:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**data)
 
 
 @dataclass
@@ -464,6 +512,9 @@ def fit(
     seed: int = 0,
     evaluate_val: bool = True,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    horizon: int | None = None,
+    resume: FitState | None = None,
+    keep_state: bool = False,
 ) -> FitResult:
     """Fine-tune ``model`` in place on ``dataset.train`` with ``recipe``.
 
@@ -480,7 +531,8 @@ def fit(
     recipe
         Hyperparameters.
     epochs
-        Overrides ``recipe.epochs`` (a multi-fidelity budget); schedules span this many epochs.
+        Overrides ``recipe.epochs`` (a multi-fidelity budget): the epochs the model has been
+        trained for when the fit ends, counting those of ``resume``.
     device
         See :func:`resolve_device`.
     seed
@@ -491,6 +543,18 @@ def fit(
     on_epoch_end
         Called as ``on_epoch_end(epoch, record)`` after every epoch (1-based) with the history
         record ``{"epoch", "train_loss", "lr", "seconds", ["val_accuracy", "val_loss"]}``.
+    horizon
+        Epochs the learning-rate schedule spans (``cosine`` anneals to 0 and ``onecycle`` ends
+        there); default: ``epochs``. With ``horizon`` fixed to the maximum budget, a fit of ``b``
+        epochs is exactly the first ``b`` epochs of the fit at the maximum budget, which is what
+        makes :attr:`FitResult.state` continuable. Must be ``>= epochs``.
+    resume
+        Continue from this state (taken from an earlier :attr:`FitResult.state` of the same model,
+        data, recipe, seed and horizon) instead of from the model's weights: its weights are
+        loaded into ``model`` and only epochs ``resume.epochs + 1 .. epochs`` run.
+    keep_state
+        Return the state at the end of the fit in :attr:`FitResult.state` (``None`` after a
+        divergence).
 
     Returns
     -------
@@ -501,6 +565,17 @@ def fit(
     n_epochs = recipe.epochs if epochs is None else epochs
     _check_int("epochs", n_epochs, minimum=0)
     _check_int("seed", seed, minimum=0)
+    span = n_epochs if horizon is None else horizon
+    _check_int("horizon", span, minimum=n_epochs)
+    first_epoch = 1
+    if resume is not None:
+        if resume.seed != seed or resume.horizon != span or resume.epochs > n_epochs:
+            raise ValueError(
+                f"cannot continue a state of {resume.epochs} epochs (seed {resume.seed}, horizon "
+                f"{resume.horizon}) as a fit of {n_epochs} epochs (seed {seed}, horizon {span}); "
+                "continue with the state's seed and horizon and at least its epochs"
+            )
+        first_epoch = resume.epochs + 1
     start = time.perf_counter()
     dev = resolve_device(device)
     train_x = _on_device(dataset.train.x, dev)
@@ -510,18 +585,30 @@ def fit(
     use_val = evaluate_val and int(dataset.val.y.shape[0]) > 0
 
     _to_device(model, dev)
+    if resume is not None:
+        # Loaded into the existing tensors, so the optimiser built next holds the live parameters.
+        model.load_state_dict(resume.model)
     optimizer = build_optimizer(model, recipe)
-    scheduler = build_scheduler(optimizer, recipe, epochs=n_epochs, steps_per_epoch=steps)
+    scheduler = build_scheduler(optimizer, recipe, epochs=span, steps_per_epoch=steps)
     on_plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     per_epoch = scheduler is not None and not on_plateau and not _steps_per_batch(scheduler)
     runner = _EpochRunner(model, optimizer, scheduler, recipe, dataset, dev, seed)
     order_gen = torch.Generator().manual_seed(seed)
+    if resume is not None:
+        # The optimiser's state dict also restores every group's learning rate (and OneCycle's
+        # bookkeeping in the groups), so it goes after the scheduler's constructor changed them.
+        optimizer.load_state_dict(resume.optimizer)
+        if scheduler is not None and resume.scheduler is not None:
+            scheduler.load_state_dict(resume.scheduler)
+        order_gen.set_state(resume.order_rng)
+        runner.augment_gen.set_state(resume.augment_rng)  # a CPU tensor for every device
     history: list[dict[str, float]] = []
     reason: str | None = None
+    state: FitState | None = None
 
-    with _training_context(dev, seed):
+    with _training_context(dev, seed, resume):
         try:
-            for epoch in range(1, n_epochs + 1):
+            for epoch in range(first_epoch, n_epochs + 1):
                 order = torch.randperm(n_train, generator=order_gen).to(dev, non_blocking=True)
                 train_loss, lr, bad = runner.run(train_x, train_y, order, steps)
                 if bad is not None:
@@ -543,6 +630,20 @@ def fit(
                 history.append(record)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, dict(record))
+            if keep_state and reason is None:
+                # Inside the context: the global generator's state is this fit's, not the caller's.
+                state = FitState(
+                    epochs=n_epochs,
+                    horizon=span,
+                    seed=seed,
+                    model=_cpu_copy(model.state_dict()),
+                    optimizer=_cpu_copy(optimizer.state_dict()),
+                    scheduler=None if scheduler is None else _cpu_copy(scheduler.state_dict()),
+                    order_rng=order_gen.get_state(),
+                    augment_rng=runner.augment_gen.get_state().cpu(),
+                    torch_rng=torch.get_rng_state(),
+                    cuda_rng=torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+                )
         finally:
             model.eval()  # also when a callback raises
 
@@ -550,7 +651,7 @@ def fit(
     if reason is None and use_val:
         if history:
             final_val = history[-1]["val_accuracy"]
-        else:  # epochs == 0: report the starting point, e.g. a pruned net without fine-tuning
+        else:  # no epoch ran: report the starting point, e.g. a pruned net without fine-tuning
             final_val = evaluate(model, dataset.val, dataset, device=dev).accuracy
     return FitResult(
         epochs_run=len(history),
@@ -559,6 +660,8 @@ def fit(
         reason=reason,
         history=history,
         final_val_accuracy=final_val,
+        start_epoch=first_epoch - 1,
+        state=state,
     )
 
 
@@ -664,6 +767,17 @@ class _EpochRunner:
         return losses.mean(), lr, None
 
 
+def _cpu_copy(obj: Any) -> Any:
+    """A deep copy of a (nested) state dict with every tensor cloned to the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _cpu_copy(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(value) for value in obj)
+    return copy.deepcopy(obj)
+
+
 def _steps_per_batch(scheduler: object) -> bool:
     return isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR)
 
@@ -699,12 +813,19 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
 
 
 @contextlib.contextmanager
-def _training_context(device: torch.device, seed: int) -> Iterator[None]:
-    """Seed the global torch RNG (dropout) for this fit only, and tune cuDNN for fixed shapes."""
+def _training_context(
+    device: torch.device, seed: int, resume: FitState | None = None
+) -> Iterator[None]:
+    """Seed the global torch RNG (dropout) for this fit only, or restore it from ``resume``, and
+    tune cuDNN for fixed shapes."""
     cuda_devices = [device.index] if device.type == "cuda" else []
     benchmark = torch.backends.cudnn.benchmark
     with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
+        if resume is not None:
+            torch.set_rng_state(resume.torch_rng)
+            if device.type == "cuda" and resume.cuda_rng is not None:
+                torch.cuda.set_rng_state(resume.cuda_rng, device)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         try:

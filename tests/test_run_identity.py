@@ -4,8 +4,9 @@
 for a two-trial run of every kind (see ``make_golden.py`` there). Each test puts them in an empty
 run directory, as a run killed before its first trial leaves it, and calls today's code with the
 original arguments: it must take the directory as the same run (not refuse it as a different
-one). One-directory runs stop right after that check; the two-stage protocols run to the end, as
-their stages' directories are claimed one after the other.
+one), except a run with trials below the max budget (see ``MULTI_FIDELITY``). One-directory runs
+stop right after that check; the two-stage protocols run to the end, as their stages'
+directories are claimed one after the other.
 """
 
 from __future__ import annotations
@@ -27,13 +28,31 @@ make_golden = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_golden)
 
 TWO_STAGE = ("staged-smac-mf", "paper")
+# Runs with trials below the max budget: since budget continuation, a trial's learning-rate
+# schedule spans the max budget, so their low-budget trials were trained differently. They are
+# refused as runs of an earlier version (their files untouched), never continued with mixed trials.
+MULTI_FIDELITY = ("smac-mf-joint", "staged-smac-mf")
 
 
 class _Claimed(Exception):
     """Raised where the search would start: the directory was accepted as the same run."""
 
 
-@pytest.mark.parametrize("kind", sorted(make_golden.CASES))
+@pytest.mark.parametrize("kind", MULTI_FIDELITY)
+def test_a_multi_fidelity_run_of_the_previous_version_is_refused_untouched(kind, tmp_path) -> None:
+    overrides, kwargs = make_golden.CASES[kind]
+    run_dir = tmp_path / kind
+    shutil.copytree(GOLDEN / kind, run_dir)
+    problem = SAFSProblem(
+        "lenet5", "synthetic", cache_dir=tmp_path / "cache", **make_golden.PROBLEM, **overrides
+    )
+    with pytest.raises(ValueError, match=r"earlier safs-smac version .*problem\.schedule_horizon"):
+        optimize(problem, output_dir=run_dir, progress=False, seed=0, **kwargs)
+    for golden in (GOLDEN / kind).rglob("run.json"):
+        assert (run_dir / golden.relative_to(GOLDEN / kind)).read_text() == golden.read_text()
+
+
+@pytest.mark.parametrize("kind", sorted(set(make_golden.CASES) - set(MULTI_FIDELITY)))
 def test_a_run_of_the_previous_version_resumes(kind, tmp_path, monkeypatch) -> None:
     overrides, kwargs = make_golden.CASES[kind]
     run_dir = tmp_path / kind
@@ -68,7 +87,7 @@ def test_a_run_of_the_previous_version_resumes(kind, tmp_path, monkeypatch) -> N
 def test_a_different_run_is_still_refused(tmp_path) -> None:
     overrides, kwargs = make_golden.CASES["smac-hpo-joint"]
     run_dir = tmp_path / "run"
-    shutil.copytree(GOLDEN / "smac-hpo-joint", run_dir)
+    shutil.copytree(GOLDEN / "smac-hpo-joint", run_dir)  # trials at the max budget only
     problem = SAFSProblem(
         "lenet5", "synthetic", cache_dir=tmp_path / "cache", **make_golden.PROBLEM, **overrides
     )

@@ -44,10 +44,10 @@ def test_a_run_made_before_the_data_was_recorded_resumes_and_gains_it() -> None:
 def test_other_data_under_the_same_settings_is_another_run(make_problem) -> None:
     a = make_problem()
     b = make_problem(dataset_kwargs={**SYNTHETIC, "seed": 1})
-    b_settings = identity(b, "random", seed=0)
+    b_settings = identity(b, "random", budgets=False, seed=0)
     # Only the data differ once the settings that name the data are made equal.
-    b_settings["problem"] = identity(a, "random", seed=0)["problem"]
-    verdict = check_identity(identity(a, "random", seed=0), b_settings)
+    b_settings["problem"] = identity(a, "random", budgets=False, seed=0)["problem"]
+    verdict = check_identity(identity(a, "random", budgets=False, seed=0), b_settings)
     assert verdict.changed == ["data"]
 
 

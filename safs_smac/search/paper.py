@@ -81,6 +81,7 @@ def optimize_paper(
         output_dir,
         search,
         overwrite=overwrite,
+        budgets=stage2_budgets,
         stage1=stage1_settings,
         stage2=stage2_settings,
     )

@@ -28,10 +28,21 @@ __all__ = ["claim_run_dir", "finish_run", "identity", "optimize_one", "two_stage
 logger = logging.getLogger(__name__)
 
 
-def identity(problem: SAFSProblem, optimizer: str, **settings: Any) -> dict[str, Any]:
-    """The ``run.json`` of a run of ``problem`` by ``optimizer`` (a label) with ``settings``."""
+def identity(
+    problem: SAFSProblem, optimizer: str, *, budgets: bool, **settings: Any
+) -> dict[str, Any]:
+    """The ``run.json`` of a run of ``problem`` by ``optimizer`` (a label) with ``settings``.
+
+    ``budgets``: whether any trial runs below the max budget. Only then does the span of the
+    learning-rate schedule (``schedule_horizon``) change results, so only then is it part of the
+    identity; runs that train every trial at the max budget keep the identity they had before
+    schedules spanned the max budget, and resume.
+    """
+    problem_settings = problem.settings()
+    if not budgets:
+        problem_settings.pop("schedule_horizon", None)
     return run_identity(
-        problem.settings(),
+        problem_settings,
         optimizer,
         version=__version__,
         data=problem.dataset.fingerprint(),
@@ -84,6 +95,7 @@ def optimize_one(
         settings = identity(
             problem,
             optimizer,
+            budgets=SMAC_OPTIMIZERS[optimizer][1],
             **common,
             min_budget=search.min_budget,
             n_workers=search.n_workers,
@@ -97,7 +109,13 @@ def optimize_one(
         # keeps the identities of runs made before batches existed.
         workers = {"n_workers": search.n_workers} if search.n_workers > 1 else {}
         settings = identity(
-            problem, optimizer, **common, optimizer_settings=ask_tell.meta, **workers, **extra
+            problem,
+            optimizer,
+            budgets=False,
+            **common,
+            optimizer_settings=ask_tell.meta,
+            **workers,
+            **extra,
         )
     finished = claim_run_dir(problem, output_dir, settings, overwrite=overwrite)
     if finished is not None:
@@ -177,6 +195,7 @@ def start_two_stage_run(
     search: SearchSettings,
     *,
     overwrite: bool,
+    budgets: bool,
     **settings: Any,
 ) -> SearchResult | None:
     """Claim the run directory of a two-stage protocol; the result if it already finished.
@@ -186,6 +205,7 @@ def start_two_stage_run(
     run = identity(
         problem,
         label,
+        budgets=budgets,
         protocol=protocol,
         walltime=search.walltime,
         min_budget=search.min_budget,

@@ -23,7 +23,7 @@ from ConfigSpace import Configuration
 from safs_smac.problem import SAFSProblem
 from safs_smac.pruning import SPARSE_FINETUNE
 from safs_smac.runs.results import SearchResult, plain_config, write_result
-from safs_smac.search.names import STAGED_OPTIMIZERS
+from safs_smac.search.names import SMAC_OPTIMIZERS, STAGED_OPTIMIZERS
 from safs_smac.search.run import optimize_one, start_two_stage_run, two_stage_result
 from safs_smac.search.settings import SearchSettings, stage_split
 from safs_smac.space import NETWORK_SITE
@@ -75,6 +75,7 @@ def optimize_staged(
         output_dir,
         search,
         overwrite=overwrite,
+        budgets=SMAC_OPTIMIZERS[optimizer][1],
         stage1={
             "granularity": "network",
             "n_trials": n1,
