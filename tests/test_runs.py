@@ -224,3 +224,18 @@ def test_an_unwritable_cache_is_refused_before_the_run_directory_is_made(
             progress=False,
         )
     assert not out.exists()
+
+
+def test_a_finished_search_leaves_no_continuation_states(make_problem, tmp_path) -> None:
+    problem = make_problem()
+    optimize(
+        problem,
+        "smac-mf",
+        protocol="joint",
+        n_trials=6,
+        min_budget=1,
+        eta=2,
+        output_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert problem.continuation_bytes() == 0

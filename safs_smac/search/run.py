@@ -126,6 +126,10 @@ def optimize_one(
         )
     else:
         incumbent, cost, trials = run_ask_tell(problem, ask_tell, output_dir, search, desc)
+    # The search is over: no trial will continue. (A killed run keeps its states for the resume.)
+    freed = problem.release_continuations()
+    if freed:
+        logger.info("released %d bytes of continuation states", freed)
     return finish_run(
         problem,
         output_dir,
