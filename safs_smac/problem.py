@@ -172,6 +172,10 @@ class SAFSProblem:
         Cap on the bytes of continuation states in ``cache_dir``: the least recently used are
         evicted beyond it. States of a configuration that reached ``max_budget`` are deleted at
         once; :meth:`release_continuations` deletes the rest of this problem's at the end of a run.
+    example_input
+        An input batch of your own ``model`` (e.g. ``torch.zeros(1, 3, 32, 32)``), needed only when
+        torch.fx cannot trace it: its activation modules are then found by running it once (they
+        must be distinct ``nn.Module`` instances). Not part of :meth:`settings`.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class SAFSProblem:
         num_threads: int | None = None,
         continue_trials: bool = True,
         continuation_max_bytes: int = CONTINUATION_MAX_BYTES,
+        example_input: torch.Tensor | None = None,
     ) -> None:
         if not 0.0 <= float(pruning_rate) < 1.0:
             raise ValueError(
@@ -288,7 +293,11 @@ class SAFSProblem:
         self.recipe = Recipe(**{**recipe_defaults, **dict(finetune_recipe or {})})
 
         # Sites are discovered on a throw-away instance so that the space can be built without data.
-        self.sites: list[str] = [s.name for s in sites.activation_sites(self._fresh_model())]
+        self.example_input = example_input
+        self.sites: list[str] = [
+            s.name
+            for s in sites.activation_sites(self._fresh_model(), example_input=example_input)
+        ]
         if not self.sites:
             raise ValueError(
                 f"model {self.model_name!r} has no activation sites to search; "
@@ -613,7 +622,12 @@ class SAFSProblem:
         device = resolve_device(self.device)
         model = self.pruned_model(spec.prune_rate)
         model = sites.set_activations(
-            model, spec.operators, alpha=spec.alpha, beta=spec.beta, learnable=spec.learn_scales
+            model,
+            spec.operators,
+            alpha=spec.alpha,
+            beta=spec.beta,
+            learnable=spec.learn_scales,
+            example_input=self.example_input,
         )
         recipe = self.recipe.replace(**spec.recipe_overrides, epochs=epochs)
         horizon = max(self.max_budget, epochs)

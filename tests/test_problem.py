@@ -131,3 +131,29 @@ def test_baseline_and_final_evaluation_report_test_accuracy(make_problem) -> Non
 def test_bad_settings_raise_clear_errors(make_problem, kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):
         make_problem(**kwargs)
+
+
+def test_an_untraceable_model_is_searched_with_the_example_input_the_error_asks_for(
+    make_problem,
+) -> None:
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.act1 = nn.ReLU()
+            self.fc = nn.Linear(4 * 28 * 28, 4)
+            self.act2 = nn.ReLU()
+
+        def forward(self, x):
+            x = self.act1(self.conv(x))
+            if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                x = x * 1.0
+            return self.fc(self.act2(x.flatten(1)))
+
+    with pytest.raises(ValueError, match=r"example_input=\.\.\. \(to SAFSProblem"):
+        make_problem(model=Branchy())
+    problem = make_problem(model=Branchy(), example_input=torch.zeros(1, 1, 28, 28), max_budget=1)
+    assert problem.sites == ["00_act1", "01_act2"]
+    cost, info = problem.train(problem.configspace.get_default_configuration(), seed=0, budget=1)
+    assert 0.0 <= cost <= 1.0 and info["epochs"] == 1

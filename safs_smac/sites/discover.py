@@ -101,8 +101,9 @@ def _discover(model: nn.Module, example_input: Any = None) -> _Discovery:
         if example_input is None:
             raise ValueError(
                 f"torch.fx could not trace {type(model).__name__} ({_first_line(exc)}); pass "
-                "example_input=... to find its activation modules by running it once (this "
-                "supports models whose activations are distinct nn.Module instances)"
+                "an input batch as example_input=... (to SAFSProblem or activation_sites) to "
+                "find its activation modules by running it once (this supports models whose "
+                "activations are distinct nn.Module instances)"
             ) from exc
         sites = _runtime_sites(model, example_input, _first_line(exc))
         return _Discovery(_number(sites), None)
