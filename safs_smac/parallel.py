@@ -26,23 +26,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from smac.main.smbo import SMBO
 from smac.runhistory import StatusType, TrialInfo, TrialValue
 from smac.runner import DaskParallelRunner, TargetFunctionRunner
 from smac.runner.abstract_runner import AbstractRunner
 from smac.scenario import Scenario
 
 from safs_smac._io import read_json
+from safs_smac.smac_compat import atomic_smac_saves
 
 __all__ = [
     "ALLOWED_WORKER_FAILURES",
@@ -387,78 +383,3 @@ def make_runner(
     if client is None:
         return runner
     return ResilientDaskRunner(runner, client, worker_timeout=worker_timeout)
-
-
-# ---------------------------------------------------------------------------- atomic SMAC saves
-_STAGING_PREFIX = ".saving-"
-
-
-@contextlib.contextmanager
-def atomic_smac_saves() -> Iterator[None]:
-    """Within this context, SMAC's run files are replaced atomically, never rewritten in place.
-
-    ``SMBO.save`` (``optimization.json``, ``runhistory.json``, ``intensifier.json``, after every
-    trial) and ``Scenario.save`` (``scenario.json``, ``configspace.json``, once) write into a
-    staging directory next to the run's files; each file is then moved over its old version with
-    :func:`os.replace`. A kill at any moment leaves every file either old or new, and the three
-    state files at most one trial apart. The patch is undone on exit; staging directories of a
-    killed process are removed by the next save in the same directory.
-    """
-    smbo_save, scenario_save = SMBO.save, Scenario.save
-
-    def save_smbo(self: SMBO) -> None:
-        target = self._scenario.output_directory
-        if target is None:
-            return smbo_save(self)
-        with _staged(self._scenario, Path(target)) as staging:
-            smbo_save(self)
-        return _publish(staging, Path(target))
-
-    def save_scenario(self: Scenario) -> None:
-        target = Path(self.output_directory)
-        with _staged(self, target) as staging:
-            scenario_save(self)
-        # The staged scenario.json names the staging directory; SMAC compares it on resume.
-        scenario_file = staging / "scenario.json"
-        data = json.loads(scenario_file.read_text(encoding="utf-8"))
-        data["output_directory"] = str(target)
-        scenario_file.write_text(json.dumps(data, indent=4), encoding="utf-8")
-        _publish(staging, target)
-
-    SMBO.save, Scenario.save = save_smbo, save_scenario  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        SMBO.save, Scenario.save = smbo_save, scenario_save  # type: ignore[method-assign]
-
-
-@contextlib.contextmanager
-def _staged(scenario: Scenario, target: Path) -> Iterator[Path]:
-    """Point ``scenario.output_directory`` at a fresh staging directory for one save."""
-    target.mkdir(parents=True, exist_ok=True)
-    for stale in target.glob(f"{_STAGING_PREFIX}*"):  # left by a killed process
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=target))
-    # Scenario is a frozen dataclass: bypass its __setattr__ for the duration of the save.
-    object.__setattr__(scenario, "output_directory", staging)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        object.__setattr__(scenario, "output_directory", target)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    """Move every staged file over its counterpart in ``target`` (fsynced, then renamed)."""
-    try:
-        # The runhistory first: the intensifier's state never names a trial it does not hold.
-        names = sorted(p.name for p in staging.iterdir() if p.is_file())
-        names.sort(key=lambda name: name != "runhistory.json")
-        for name in names:
-            with open(staging / name, "rb+") as handle:
-                os.fsync(handle.fileno())
-            os.replace(staging / name, target / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

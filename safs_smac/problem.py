@@ -295,8 +295,7 @@ class SAFSProblem:
         # Sites are discovered on a throw-away instance so that the space can be built without data.
         self.example_input = example_input
         self.sites: list[str] = [
-            s.name
-            for s in sites.activation_sites(self._fresh_model(), example_input=example_input)
+            s.name for s in sites.activation_sites(self._fresh_model(), example_input=example_input)
         ]
         if not self.sites:
             raise ValueError(

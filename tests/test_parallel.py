@@ -379,3 +379,29 @@ def test_run_optimizer_records_the_statuses_of_a_smac_runner() -> None:
     )
     assert [v.status for v in rh.values()] == [StatusType.CRASHED] * 2
     assert all("bad trial" in v.additional_info["reason"] for v in rh.values())
+
+
+def test_a_live_process_s_staging_directory_is_never_removed(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from safs_smac.smac_compat import _staged
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        alive = tmp_path / f".saving-{other.pid}-abc"
+        dead = tmp_path / ".saving-999999999-abc"
+        legacy = tmp_path / ".saving-xyz"
+        for directory in (alive, dead, legacy):
+            directory.mkdir()
+
+        class _Scenario:
+            output_directory = tmp_path
+
+        with _staged(_Scenario(), tmp_path) as staging:
+            assert staging.name.startswith(f".saving-{os.getpid()}-")
+            assert alive.exists() and not dead.exists() and not legacy.exists()
+    finally:
+        other.kill()
+        other.wait()

@@ -57,13 +57,13 @@ from smac import Scenario
 from smac.runhistory import RunHistory, StatusType
 from smac.runhistory.dataclasses import TrialInfo
 
-from safs_smac import parallel
 from safs_smac._io import atomic_path, atomic_write_json
 from safs_smac.optimizers import AskTellOptimizer
 from safs_smac.optimizers.neighbours import plain_values
 from safs_smac.problem import WORST_COST, SAFSProblem
 from safs_smac.runs import RunLock, check_identity, read_state
 from safs_smac.runs.identity import as_json
+from safs_smac.smac_compat import atomic_smac_saves
 from safs_smac.space import save_space
 
 __all__ = [
@@ -478,7 +478,7 @@ def _save_scenario(
     )
     # The meta is what a facade records there (SMAC warns when a scenario is saved without it).
     scenario._set_meta({"optimizer": dict(meta)})
-    with parallel.atomic_smac_saves():
+    with atomic_smac_saves():
         scenario.save()
 
 

@@ -27,6 +27,7 @@ from safs_smac.runs.state import drop_unfinished_trials, load_runhistory
 from safs_smac.search.names import SMAC_OPTIMIZERS
 from safs_smac.search.progress import ProgressCallback
 from safs_smac.search.settings import SearchSettings
+from safs_smac.smac_compat import atomic_smac_saves, refuse_smac_prompts
 from safs_smac.workers import threads_per_worker
 
 __all__ = ["ask_tell_optimizer", "run_ask_tell", "run_smac"]
@@ -72,9 +73,9 @@ def run_smac(
     arguments = parallel.required_arguments(kwargs["intensifier"])
     with (
         _trial_runner(problem, scenario, arguments, search) as runner,
-        parallel.atomic_smac_saves(),  # a kill never leaves SMAC a truncated state file
+        atomic_smac_saves(),  # a kill never leaves SMAC a truncated state file
     ):
-        with _refuse_smac_prompts(smac_dir):
+        with refuse_smac_prompts(smac_dir):
             facade = facade_cls(
                 scenario,
                 runner,
@@ -136,30 +137,6 @@ def _finished_smac_search(problem: SAFSProblem, smac_dir: Path) -> Found | None:
     return incumbent, runhistory.get_cost(incumbent), trials_dataframe(runhistory)
 
 
-@contextlib.contextmanager
-def _refuse_smac_prompts(smac_dir: Path) -> Iterator[None]:
-    """Turn SMAC's interactive "overwrite or rename?" question into a clear error.
-
-    SMAC asks on stdin when the state it finds was written by another scenario (another SMAC
-    version, or a changed target function: it hashes the target's code). ``prepare_run_dir``
-    already matched our settings, so that can only mean changed code; a batch job must not hang.
-    """
-    import smac.main.smbo as smbo
-
-    def refuse(prompt: str = "") -> str:
-        raise ValueError(
-            f"the SMAC state in {smac_dir} was written by other code (safs_smac or SMAC changed "
-            "since the run started) and cannot be resumed; delete that directory to restart the "
-            "search, or choose another --output-dir"
-        )
-
-    smbo.input = refuse  # module global: shadows the builtin for SMAC's call only
-    try:
-        yield
-    finally:
-        del smbo.input
-
-
 def ask_tell_optimizer(
     problem: SAFSProblem, optimizer: str, search: SearchSettings
 ) -> AskTellOptimizer:
@@ -211,7 +188,7 @@ def run_ask_tell(
     # load_result reads the space, DeepCAVE's SMAC3 converter both. The meta is what a facade
     # records there (SMAC warns when a scenario is saved without it).
     scenario._set_meta({"optimizer": {"name": type(optimizer).__name__, **optimizer.meta}})
-    with parallel.atomic_smac_saves():
+    with atomic_smac_saves():
         scenario.save()
     arguments = ["seed"] if optimizer.budget is None else ["seed", "budget"]
     with _trial_runner(problem, scenario, arguments, search) as runner:

@@ -1,0 +1,142 @@
+"""Patches of SMAC's behaviour, in one place, each undone when its context ends.
+
+* :func:`atomic_smac_saves`: SMAC rewrites its state files in place after every trial; within
+  this context they are written to a staging directory of this process and renamed into place,
+  so a kill leaves complete files.
+* :func:`refuse_smac_prompts`: SMAC asks on stdin whether to overwrite a run whose scenario
+  changed; within this context the question is a clear error, so a batch job never hangs.
+
+Imports smac only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from smac.main.smbo import SMBO
+from smac.scenario import Scenario
+
+__all__ = ["atomic_smac_saves", "refuse_smac_prompts"]
+
+
+# Staging directories are named .saving-<pid>-<random>: each belongs to the process that made it.
+_STAGING_PREFIX = ".saving-"
+
+
+@contextlib.contextmanager
+def atomic_smac_saves() -> Iterator[None]:
+    """Within this context, SMAC's run files are replaced atomically, never rewritten in place.
+
+    ``SMBO.save`` (``optimization.json``, ``runhistory.json``, ``intensifier.json``, after every
+    trial) and ``Scenario.save`` (``scenario.json``, ``configspace.json``, once) write into a
+    staging directory next to the run's files; each file is then moved over its old version with
+    :func:`os.replace`. A kill at any moment leaves every file either old or new, and the three
+    state files at most one trial apart. The patch is undone on exit; staging directories of a
+    killed process are removed by the next save in the same directory.
+    """
+    smbo_save, scenario_save = SMBO.save, Scenario.save
+
+    def save_smbo(self: SMBO) -> None:
+        target = self._scenario.output_directory
+        if target is None:
+            return smbo_save(self)
+        with _staged(self._scenario, Path(target)) as staging:
+            smbo_save(self)
+        return _publish(staging, Path(target))
+
+    def save_scenario(self: Scenario) -> None:
+        target = Path(self.output_directory)
+        with _staged(self, target) as staging:
+            scenario_save(self)
+        # The staged scenario.json names the staging directory; SMAC compares it on resume.
+        scenario_file = staging / "scenario.json"
+        data = json.loads(scenario_file.read_text(encoding="utf-8"))
+        data["output_directory"] = str(target)
+        scenario_file.write_text(json.dumps(data, indent=4), encoding="utf-8")
+        _publish(staging, target)
+
+    SMBO.save, Scenario.save = save_smbo, save_scenario  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SMBO.save, Scenario.save = smbo_save, scenario_save  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def _staged(scenario: Scenario, target: Path) -> Iterator[Path]:
+    """Point ``scenario.output_directory`` at a fresh staging directory for one save."""
+    target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob(f"{_STAGING_PREFIX}*"):
+        if not _owner_alive(stale):  # left by a killed process, never another live one's
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=target))
+    # Scenario is a frozen dataclass: bypass its __setattr__ for the duration of the save.
+    object.__setattr__(scenario, "output_directory", staging)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        object.__setattr__(scenario, "output_directory", target)
+
+
+def _publish(staging: Path, target: Path) -> None:
+    """Move every staged file over its counterpart in ``target`` (fsynced, then renamed)."""
+    try:
+        # The runhistory first: the intensifier's state never names a trial it does not hold.
+        names = sorted(p.name for p in staging.iterdir() if p.is_file())
+        names.sort(key=lambda name: name != "runhistory.json")
+        for name in names:
+            with open(staging / name, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _owner_alive(staging: Path) -> bool:
+    """Whether the process that made a staging directory still runs (not this one's own)."""
+    pid_text = staging.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+    if not pid_text.isdigit():
+        return False  # written before staging directories carried their owner
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+@contextlib.contextmanager
+def refuse_smac_prompts(smac_dir: Path) -> Iterator[None]:
+    """Turn SMAC's interactive "overwrite or rename?" question into a clear error.
+
+    SMAC asks on stdin when the state it finds was written by another scenario (another SMAC
+    version, or a changed target function: it hashes the target's code). ``prepare_run_dir``
+    already matched our settings, so that can only mean changed code; a batch job must not hang.
+    """
+    import smac.main.smbo as smbo
+
+    def refuse(prompt: str = "") -> str:
+        raise ValueError(
+            f"the SMAC state in {smac_dir} was written by other code (safs_smac or SMAC changed "
+            "since the run started) and cannot be resumed; delete that directory to restart the "
+            "search, or choose another --output-dir"
+        )
+
+    smbo.input = refuse  # module global: shadows the builtin for SMAC's call only
+    try:
+        yield
+    finally:
+        del smbo.input
