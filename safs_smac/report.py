@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from smac.runhistory import RunHistory
 
-from safs_smac._io import atomic_path, atomic_write_text, read_json
+from safs_smac._io import atomic_path, atomic_write_text
 
 __all__ = [
     "RESULT_FILES",
@@ -442,4 +442,13 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
             f"{run_dir} holds no finished safs-smac run (no summary.json); "
             "pass the --output-dir of a completed `safs-smac run`"
         )
-    return read_json(path)
+    from safs_smac.runs.state import read_state
+
+    try:
+        return read_state(path, "the run's results", keys=("dense", "baseline", "incumbent"))
+    except ValueError as err:
+        # The search's state is intact: the run's own command retrains and rewrites the file.
+        message = str(err).split("; delete it")[0]
+        raise ValueError(
+            f"{message}; rerun the `safs-smac run` command of this run to write it again"
+        ) from None

@@ -270,3 +270,23 @@ def test_a_directory_in_use_is_one_line_exit_2(earlier_run, capsys) -> None:
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "is in use by process" in err and "choose another --output-dir" in err
     assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("content", [b"{}", b"\x89PNG\x00\xff"])
+def test_a_damaged_summary_is_one_line_and_the_run_command_rewrites_it(
+    earlier_run, tmp_path, capsys, content
+) -> None:
+    import shutil
+
+    source, cache = earlier_run
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    (out / "summary.json").write_bytes(content)
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "summary.json" in err, err
+    assert "rerun the `safs-smac run` command" in err
+    # The advice works: the run's own command retrains the incumbent and writes it again.
+    assert main(["run", *BASE, "--output-dir", str(out), "--cache-dir", str(cache)]) == 0
+    assert main(["report", str(out)]) == 0
