@@ -27,7 +27,11 @@ from safs_smac.runs.state import drop_unfinished_trials, load_runhistory
 from safs_smac.search.names import SMAC_OPTIMIZERS
 from safs_smac.search.progress import ProgressCallback
 from safs_smac.search.settings import SearchSettings
-from safs_smac.smac_compat import atomic_smac_saves, refuse_smac_prompts
+from safs_smac.smac_compat import (
+    atomic_smac_saves,
+    refuse_smac_prompts,
+    surrogate_in_this_thread,
+)
 from safs_smac.workers import threads_per_worker
 
 __all__ = ["ask_tell_optimizer", "run_ask_tell", "run_smac"]
@@ -84,7 +88,8 @@ def run_smac(
                 logging_level=40,
                 **kwargs,
             )
-        incumbent = facade.optimize()
+        with surrogate_in_this_thread():
+            incumbent = facade.optimize()
     tracker.close()
     if isinstance(incumbent, list):
         incumbent = incumbent[0]
