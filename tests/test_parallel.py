@@ -405,3 +405,33 @@ def test_a_live_process_s_staging_directory_is_never_removed(tmp_path) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_the_surrogate_in_this_thread_proposes_what_joblib_threads_propose(tmp_path) -> None:
+    import numpy as np
+    from ConfigSpace import ConfigurationSpace, Float
+    from smac import HyperparameterOptimizationFacade, Scenario
+
+    from safs_smac.smac_compat import surrogate_in_this_thread
+
+    space = ConfigurationSpace(seed=0)
+    space.add([Float("x", (0.0, 1.0)), Float("y", (0.0, 1.0))])
+
+    def proposals(sequential: bool) -> list[dict]:
+        def target(config, seed: int = 0) -> float:
+            return float((config["x"] - 0.3) ** 2 + np.sin(5 * config["y"]))
+
+        scenario = Scenario(
+            space, output_directory=tmp_path / str(sequential), deterministic=True, n_trials=14
+        )
+        facade = HyperparameterOptimizationFacade(
+            scenario, target, overwrite=True, logging_level=40
+        )
+        if sequential:
+            with surrogate_in_this_thread():
+                facade.optimize()
+        else:
+            facade.optimize()
+        return [dict(facade.runhistory.get_config(k.config_id)) for k in facade.runhistory]
+
+    assert proposals(True) == proposals(False)
