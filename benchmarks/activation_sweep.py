@@ -367,7 +367,7 @@ def run_set(
 
 
 def recipe(args: argparse.Namespace) -> Recipe:
-    """SET-MLP's optimiser (SGD lr 0.01, momentum 0.9, batch 100) with the zoo's weight decay."""
+    """SET-MLP's optimizer (SGD lr 0.01, momentum 0.9, batch 100) with the zoo's weight decay."""
     return Recipe(
         optimizer="sgd",
         lr=args.lr,

@@ -140,7 +140,7 @@ class Setup:
 
     def optimize_kwargs(self, method: str) -> dict[str, Any]:
         """The arguments of ``safs_smac.optimize`` that give ``method`` the epoch budget."""
-        # One search over the joint space per optimiser: the comparison of search algorithms.
+        # One search over the joint space per optimizer: the comparison of search algorithms.
         kwargs: dict[str, Any] = {
             "max_budget": self.max_budget,
             "min_budget": self.min_budget,

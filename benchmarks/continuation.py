@@ -41,7 +41,7 @@ from safs_smac.cli import build_parser
 from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
 
-# --quick: a tiny synthetic problem with the main job's optimiser and protocol (rungs 1 and 3).
+# --quick: a tiny synthetic problem with the main job's optimizer and protocol (rungs 1 and 3).
 QUICK_RUN_ARGS = [
     "--dataset",
     "synthetic",

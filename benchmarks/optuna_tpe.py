@@ -1,4 +1,4 @@
-"""Optuna's TPE sampler on a SAFS problem, recorded like every other optimiser of the comparison.
+"""Optuna's TPE sampler on a SAFS problem, recorded like every other optimizer of the comparison.
 
 The search runs over the SAFS space (conditions sampled define-by-run; ``--flat`` for the
 condition-free variant), every trial fine-tuning the pruned network up to ``--max-budget`` epochs,
@@ -63,7 +63,7 @@ def build_problem(args: argparse.Namespace, **overrides: Any) -> SAFSProblem:
         "max_budget": args.max_budget,
         "device": args.device,
         "cache_dir": args.cache_dir,
-        "seed": 0,  # the dense model, shared with the other optimisers' runs through the cache
+        "seed": 0,  # the dense model, shared with the other optimizers' runs through the cache
         "flat": args.flat,
     }
     settings.update(overrides)

@@ -1,12 +1,12 @@
 """Fine-tuning throughput of ``safs_smac.training.fit`` against two hand-written baselines.
 
 For every zoo model, three training loops run side by side in one process, on the same pruned
-weights, the same synthetic data, batch size, optimiser settings and number of steps:
+weights, the same synthetic data, batch size, optimizer settings and number of steps:
 
 * ``ours``: :func:`safs_smac.training.fit` on the pruned model whose activation sites were
   replaced by frozen :class:`~safs_smac.activations.SearchableActivation` modules (the model's
   default operator) with :func:`safs_smac.sites.set_activations`. This is exactly what one SAFS
-  trial runs, per-fit set-up (device resolution, optimiser and scheduler construction) included.
+  trial runs, per-fit set-up (device resolution, optimizer and scheduler construction) included.
 * ``bare`` (a): the best case for plain PyTorch: the same pruned architecture with its default
   activation modules (``nn.ReLU`` / ``nn.SiLU``), ``torch.optim.SGD``, inputs normalised once up
   front and batches taken as contiguous slices. On CUDA it uses the same numerics as ``ours``

@@ -1,6 +1,6 @@
 """How trials run: resource limits, parallel Dask workers and crash-safe SMAC files.
 
-``optimize`` runs every trial through a SMAC runner built here, whichever optimiser proposes it:
+``optimize`` runs every trial through a SMAC runner built here, whichever optimizer proposes it:
 
 * :class:`TrialRunner`, SMAC's :class:`~smac.runner.TargetFunctionRunner` that also says *why* a
   trial failed. A trial that raises is ``CRASHED``, one that runs past ``trial_walltime_limit`` is
@@ -60,7 +60,7 @@ logger = logging.getLogger(__name__)
 ALLOWED_WORKER_FAILURES = 1
 # How long a local cluster may take to (re)start a worker before the run stops with an error.
 LOCAL_WORKER_TIMEOUT = 300.0
-# Imported once in a process before trial limits fork it: the first torch optimiser imports
+# Imported once in a process before trial limits fork it: the first torch optimizer imports
 # torch._dynamo (about 2 s), which every forked trial would otherwise pay again.
 PRELOAD_BEFORE_FORK = ("torch._dynamo",)
 

@@ -56,7 +56,7 @@ CACHE_VERSION = 2
 CONTINUATION_VERSION = 1
 #: Default cap on the bytes of continuation states in a cache directory (all problems together).
 CONTINUATION_MAX_BYTES = 1 << 30
-# Cost of a configuration that diverged: the worst possible error, so every optimiser ranks it last.
+# Cost of a configuration that diverged: the worst possible error, so every optimizer ranks it last.
 WORST_COST = 1.0
 #: What a trial's cost measures (see :func:`trial_cost`).
 OBJECTIVES = ("accuracy", "error")
@@ -144,7 +144,7 @@ class SAFSProblem:
         Where dense and pruned checkpoints are cached (default ``$SAFS_SMAC_CACHE`` or
         ``~/.cache/safs-smac``).
     seed
-        Seed of dense training; trials get their own seed from the optimiser.
+        Seed of dense training; trials get their own seed from the optimizer.
     dense_epochs
         Epochs of dense training (``None``: the model's default for CPU-sized runs).
     max_budget

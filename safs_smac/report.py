@@ -54,7 +54,7 @@ def trials_dataframe(runhistory: RunHistory) -> pd.DataFrame:
     seconds, diverged, reason, sparsity, dnr_mean, starttime, endtime, cumulative_epochs, elapsed,
     incumbent_budget, incumbent_val_accuracy`` followed by the configuration's hyperparameters.
 
-    ``budget`` is empty (NaN) for optimisers that run every trial at the max budget. ``epochs``
+    ``budget`` is empty (NaN) for optimizers that run every trial at the max budget. ``epochs``
     are the fine-tuning epochs the trial ran; a trial that continued an earlier trial of its
     configuration (budget continuation) ran ``budget - resumed_from`` of them.
     ``cumulative_epochs`` and ``elapsed`` (seconds since the first trial started) are the anytime
@@ -123,7 +123,7 @@ def _incumbent_steps(trials: pd.DataFrame) -> tuple[list[float], list[float], li
     top: tuple[float, float] | None = None
     top_budget, best = math.nan, -math.inf
     for i in range(n):
-        # No budget = the max budget: every trial of a non-multi-fidelity optimiser.
+        # No budget = the max budget: every trial of a non-multi-fidelity optimizer.
         key = (stage[i], math.inf if math.isnan(budget[i]) else budget[i])
         raised = top is None or key > top
         if raised:
@@ -150,7 +150,7 @@ def incumbent_curve(trials: pd.DataFrame) -> pd.DataFrame:
     of an earlier one: stage 2 searches another space and its incumbent is the run's result.
 
     Returns a frame with the index of ``trials`` and the columns ``incumbent_budget`` (NaN for
-    the max budget of an optimiser without budgets) and ``incumbent_val_accuracy``; a trial
+    the max budget of an optimizer without budgets) and ``incumbent_val_accuracy``; a trial
     without a validation accuracy (crashed) counts as accuracy 0, as its cost does.
     """
     budgets, values, _ = _incumbent_steps(trials)
@@ -185,7 +185,7 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
     epochs over the ``trials_continued`` trials that continued an earlier one.
     ``target_seconds`` is the time inside the target function, ``search_seconds`` the span from
     the first trial's start to the last trial's end (a resumed run includes its downtime), and
-    ``overhead_share`` the rest's share of it: the optimiser, the runner and our bookkeeping.
+    ``overhead_share`` the rest's share of it: the optimizer, the runner and our bookkeeping.
     """
     if trials.empty:
         return {}
@@ -282,7 +282,7 @@ def format_table(summary: Mapping[str, Any]) -> str:
         lines.append(
             f"Search: {work['epochs_run']:g} fine-tuning epochs run of {work['epochs_budgeted']:g} "
             f"budgeted; {work['target_seconds']:.1f} s training in {work['search_seconds']:.1f} s "
-            f"of search ({100 * work['overhead_share']:.0f}% optimiser and bookkeeping)."
+            f"of search ({100 * work['overhead_share']:.0f}% optimizer and bookkeeping)."
         )
         if work.get("trials_continued"):
             lines.append(

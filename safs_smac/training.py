@@ -13,7 +13,7 @@ search. It is written for throughput without giving up reproducibility:
   (no loss scaling needed); on CPU everything is fp32 and the result is bit-for-bit reproducible for
   a seed.
 * A non-finite loss ends the fit early with ``FitResult(diverged=True)``; it never raises,
-  because a diverging configuration is a legitimate (bad) outcome for the optimiser proposing it.
+  because a diverging configuration is a legitimate (bad) outcome for the optimizer proposing it.
 * Parameters of :class:`~safs_smac.activations.SearchableActivation` modules (the learned
   ``alpha`` and ``beta`` scales and the operator's own parameters) get no weight decay unless asked
   for: the reference decays them towards zero, which silently switches activations off.
@@ -90,7 +90,7 @@ class Recipe:
         One of :data:`OPTIMIZERS`. ``momentum`` and ``nesterov`` apply to ``sgd`` only; Adam and
         AdamW use their default betas.
     lr, momentum, nesterov, weight_decay
-        Optimiser settings; ``lr`` is the peak learning rate for ``onecycle``.
+        Optimizer settings; ``lr`` is the peak learning rate for ``onecycle``.
     scheduler
         One of :data:`SCHEDULERS`: ``constant``; ``cosine`` (annealed to 0 over the epochs of the
         fit); ``step`` (multiply by ``gamma`` every ``step_size`` epochs); ``onecycle`` (per batch,
@@ -204,7 +204,7 @@ class FitState:
 
     Continuing from the state after ``epochs`` epochs gives the same weights, bit for bit on CPU,
     as one uninterrupted fit of the same length: the state holds the model's ``state_dict``
-    (weights, pruning masks, activation scales, BatchNorm statistics), the optimiser's and the
+    (weights, pruning masks, activation scales, BatchNorm statistics), the optimizer's and the
     scheduler's state dicts, and the states of the three random generators a fit draws from (batch
     order, augmentation, and the global torch generator that dropout uses). All tensors are on the
     CPU, so a state pickles and moves between processes.
@@ -397,12 +397,12 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int = 4) -> 
 
 
 # --------------------------------------------------------------------------------------------------
-# Optimiser and scheduler
+# Optimizer and scheduler
 # --------------------------------------------------------------------------------------------------
 
 
 def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """Split the trainable parameters of ``model`` into optimiser parameter groups.
+    """Split the trainable parameters of ``model`` into optimizer parameter groups.
 
     Group ``"weights"`` gets ``recipe.weight_decay``; group ``"activation_scales"`` holds the
     parameters of every :class:`SearchableActivation` (``alpha``, ``beta`` and the operator's own
@@ -431,7 +431,7 @@ def parameter_groups(model: nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
-    """The optimiser of ``recipe`` over :func:`parameter_groups` of ``model``.
+    """The optimizer of ``recipe`` over :func:`parameter_groups` of ``model``.
 
     Raises
     ------
@@ -444,7 +444,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
             "model has no trainable parameters (all have requires_grad=False); "
             "unfreeze some parameters before fitting"
         )
-    # The fused kernels update every parameter in one pass: 2-8x faster optimiser steps than the
+    # The fused kernels update every parameter in one pass: 2-8x faster optimizer steps than the
     # default per-parameter loop, on CPU as well as on CUDA, and numerically equivalent.
     fused = _fused_supported(p for group in groups for p in group["params"])
     if recipe.optimizer == "sgd":
@@ -457,7 +457,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 def _fused_supported(params: Iterable[torch.Tensor]) -> bool | None:
-    """``True`` when the fused optimiser kernels apply, else ``None`` (torch's default choice)."""
+    """``True`` when the fused optimizer kernels apply, else ``None`` (torch's default choice)."""
     devices = set()
     for p in params:
         if not p.is_floating_point() or p.is_sparse:
@@ -519,7 +519,7 @@ def fit(
     """Fine-tune ``model`` in place on ``dataset.train`` with ``recipe``.
 
     The model is moved to ``device`` and stays there; it is left in eval mode. Pruning masks of
-    :mod:`torch.nn.utils.prune` keep applying (the optimiser updates ``weight_orig``; the mask is
+    :mod:`torch.nn.utils.prune` keep applying (the optimizer updates ``weight_orig``; the mask is
     re-applied in every forward).
 
     Parameters
@@ -586,7 +586,7 @@ def fit(
 
     _to_device(model, dev)
     if resume is not None:
-        # Loaded into the existing tensors, so the optimiser built next holds the live parameters.
+        # Loaded into the existing tensors, so the optimizer built next holds the live parameters.
         model.load_state_dict(resume.model)
     optimizer = build_optimizer(model, recipe)
     scheduler = build_scheduler(optimizer, recipe, epochs=span, steps_per_epoch=steps)
@@ -595,7 +595,7 @@ def fit(
     runner = _EpochRunner(model, optimizer, scheduler, recipe, dataset, dev, seed)
     order_gen = torch.Generator().manual_seed(seed)
     if resume is not None:
-        # The optimiser's state dict also restores every group's learning rate (and OneCycle's
+        # The optimizer's state dict also restores every group's learning rate (and OneCycle's
         # bookkeeping in the groups), so it goes after the scheduler's constructor changed them.
         optimizer.load_state_dict(resume.optimizer)
         if scheduler is not None and resume.scheduler is not None:
@@ -715,7 +715,7 @@ def evaluate(
 
 
 class _EpochRunner:
-    """The per-step work of :func:`fit`: one model, optimiser and normalisation, bound once."""
+    """The per-step work of :func:`fit`: one model, optimizer and normalisation, bound once."""
 
     def __init__(
         self,

@@ -61,7 +61,7 @@ def test_crash_divergence_timeout_and_memoryout_are_recorded(tmp_path) -> None:
     (memoryout,) = by_status["MEMORYOUT"]
     assert memoryout["reason"].startswith("exceeded the trial memory limit of")
     (diverged,) = [row for row in by_status["SUCCESS"] if row["diverged"] is True]
-    assert diverged["cost"] == 1.0  # the worst cost, so every optimiser ranks it last
+    assert diverged["cost"] == 1.0  # the worst cost, so every optimizer ranks it last
     assert diverged["reason"].startswith("non-finite loss")
     assert len(by_status["SUCCESS"]) == 3
     for row in (crash, timeout, memoryout):

@@ -1,4 +1,4 @@
-"""The paper's two-stage protocol, ask/tell optimisers in optimize(), and the benchmark scripts."""
+"""The paper's two-stage protocol, ask/tell optimizers in optimize(), and the benchmark scripts."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """safs_smac.registry: the one lookup-by-name mechanism of operators, models, data sets and
-optimisers."""
+optimizers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The incumbent curve of results.csv, trajectory.png and the optimiser comparison."""
+"""The incumbent curve of results.csv, trajectory.png and the optimizer comparison."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_trajectory_plot(tmp_path, budgets) -> None:
     plot_trajectory(pd.DataFrame(), tmp_path / "empty.png")
 
 
-def test_work_summary_counts_epochs_and_the_optimiser_share() -> None:
+def test_work_summary_counts_epochs_and_the_optimizer_share() -> None:
     from safs_smac.report import work_summary
 
     trials = pd.DataFrame(

@@ -1,4 +1,4 @@
-"""optimize(): every optimiser drives the target function; run directories resume safely."""
+"""optimize(): every optimizer drives the target function; run directories resume safely."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_every_optimizer_runs_the_target(make_problem, tmp_path, optimizer) -> N
     pd.testing.assert_frame_equal(csv[list(curve)], curve)
     settings = json.loads((out / "run.json").read_text())
     if optimizer in ASK_TELL_OPTIMIZERS:
-        # Every trial at the max budget, the optimiser's settings in the run's identity.
+        # Every trial at the max budget, the optimizer's settings in the run's identity.
         assert set(csv["epochs"]) == {2}
         assert settings["optimizer_settings"]["name"] == optimizer
         assert (out / "smac" / "0" / "configspace.json").exists()

@@ -1,4 +1,4 @@
-"""Tests for safs_smac.training: recipe validation, the fit/evaluate loop, optimiser groups,
+"""Tests for safs_smac.training: recipe validation, the fit/evaluate loop, optimizer groups,
 schedulers, augmentation, determinism, divergence handling and pruning-mask compatibility."""
 
 from __future__ import annotations
@@ -375,7 +375,7 @@ def test_pruning_masks_survive_fit(dataset: Dataset) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Optimiser and schedulers
+# Optimizer and schedulers
 # --------------------------------------------------------------------------------------------------
 
 

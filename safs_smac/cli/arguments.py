@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PROTOCOLS),
         help="staged (default with a SMAC optimizer): one operator for the whole network + "
         "fine-tuning hyperparameters first, then per layer warm-started from it (the better on "
-        "validation wins); joint (default with an ask/tell optimiser or smac-random/hyperband): "
+        "validation wins); joint (default with an ask/tell optimizer or smac-random/hyperband): "
         "one search over operators, scales and fine-tuning hyperparameters; paper: "
         "the SAFS paper's stage 1 (operators, alpha = beta = 1, default recipe) then stage 2 "
         "(scales + hyperparameters with the stage-1 operators), then the final retraining "
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         default=None,
         choices=list(OPTIMIZER_NAMES),
-        help=f"search algorithm: SMAC facades {', '.join(SMAC_OPTIMIZERS)}; ask/tell optimisers "
+        help=f"search algorithm: SMAC facades {', '.join(SMAC_OPTIMIZERS)}; ask/tell optimizers "
         f"{', '.join(ASK_TELL_OPTIMIZERS)} (every trial at --max-budget, one at a time; random = "
         "i.i.d. random search, greedy = the reference's 'RS', sa = simulated annealing). With "
         f"--protocol paper an ask/tell name replaces {DEFAULT_STAGE1_OPTIMIZER} in stage 1 and a "
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="trials at a time: > 1 starts a local Dask cluster of this many processes (torch "
-        "threads per worker = cores / workers); ask/tell optimisers such as LAHC evaluate this "
+        "threads per worker = cores / workers); ask/tell optimizers such as LAHC evaluate this "
         "many neighbours per step",
     )
     run.add_argument(

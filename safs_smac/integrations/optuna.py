@@ -85,7 +85,7 @@ JOURNAL_FILE = "study.journal"
 CONFIG_ATTR = "config"
 #: Trial user attribute holding one record per evaluated rung (budget, cost, status, info).
 RUNGS_ATTR = "rungs"
-#: Study user attribute holding the run's settings (problem and optimiser), checked on resume.
+#: Study user attribute holding the run's settings (problem and optimizer), checked on resume.
 SETTINGS_ATTR = "safs_settings"
 
 
@@ -525,7 +525,7 @@ def run_optuna(
     added up to ``n_trials``. The run directory holds, next to it, ``runhistory.json`` (SMAC's
     format, one entry per evaluated rung, rewritten after every trial), ``scenario.json`` and
     ``configspace.json`` (read by DeepCAVE's SMAC3v2 converter) and ``run.json`` (the problem and
-    optimiser settings; a different run aimed at the same directory or study is refused unless
+    optimizer settings; a different run aimed at the same directory or study is refused unless
     ``overwrite``).
 
     Parameters
@@ -538,7 +538,7 @@ def run_optuna(
     seed
         Seed of every fine-tuning run and of the default sampler.
     output_dir
-        Run directory shared with other optimisers of the same comparison.
+        Run directory shared with other optimizers of the same comparison.
     sampler
         Any Optuna sampler. Default ``optuna.samplers.TPESampler(seed=seed)``; when the study
         already holds trials the default sampler's seed is derived from ``seed`` and their number,
