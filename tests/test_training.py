@@ -303,11 +303,11 @@ def test_buffered_loss_tracking_finds_the_exact_step() -> None:
 def test_buffered_loss_tracking_inside_fit(dataset: Dataset, monkeypatch) -> None:
     # Force the accelerator code path on the CPU: the NaN at epoch 2 step 3 is still reported
     # exactly, and training stops at that epoch's next check (here: its last step).
-    from safs_smac import training
+    from safs_smac.training import loop
 
     unbuffered = fit(make_model(), dataset, FAST.replace(epochs=1), device="cpu")
     monkeypatch.setattr(
-        training,
+        loop,
         "_LossTracker",
         lambda steps, device, buffered: _LossTracker(steps, device, buffered=True),
     )
