@@ -1,28 +1,8 @@
-"""Two sparse-training baselines related to SAFS: AP and SET.
-
-AP, Activating-while-Pruning (Liu, Ghosh, Tan, Motani, TMLR 2023)
-    Runs on top of iterative global magnitude pruning. Each cycle trains, then removes ``p`` % of
-    the surviving weights: ``p - ap`` % by global magnitude and ``ap`` % among the surviving
-    *negative* weights, those that changed least during the cycle (``|w_end - w_start|``).
-    Removing negative incoming weights raises pre-activations, so fewer ReLUs are dead (a lower
-    dead neuron rate, :mod:`safs_smac.diagnostics`). The weights are then rewound to their initial
-    values (lottery-ticket style) and the next cycle starts. See :func:`ap_prune`, :func:`ap_step`.
-
-SET, Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018)
-    Every sparse layer starts from a random Erdos-Renyi mask of density
-    ``epsilon * (n_in + n_out) / (n_in * n_out)``; after every epoch the fraction ``zeta`` of the
-    active positive weights closest to zero and of the active negative weights closest to zero is
-    removed, and as many connections are grown at random inactive positions, so the density stays
-    constant. See :class:`SET`.
-
-Masks live in :mod:`torch.nn.utils.prune` reparametrisations and are read and written through
-:mod:`safs_smac.pruning`, so they keep working in :func:`safs_smac.training.fit`, survive
-``state_dict()`` and can be made permanent with :func:`safs_smac.pruning.make_permanent`.
-"""
+"""Activation pruning (AP): prune the weights feeding dead neurons, as a step, a schedule and a
+:class:`~safs_smac.pruning.PruningSchedule`."""
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,78 +19,20 @@ from safs_smac.pruning import (
     _effective_weight,
     _mask_key,
     _refresh_weights,
-    _select,
     apply_masks,
     magnitude_prune,
     prunable_layers,
     sparsity_report,
 )
-
-__all__ = [
-    "AP",
-    "REGROW_INITS",
-    "SET",
-    "ap_prune",
-    "ap_schedule",
-    "ap_step",
-    "erdos_renyi_density",
-]
-
-logger = logging.getLogger(__name__)
-
-Layers = Sequence[tuple[str, nn.Module]]
-
-#: Values of ``SET(regrow_init=...)``.
-REGROW_INITS = ("zero", "random")
-# Standard deviation of "random" regrown weights: the randn() / 10 of Mocanu's sparse-data-structure
-# implementation of SET-MLP.
-_REGROW_STD = 0.1
-
-
-# --------------------------------------------------------------------------------------------
-# Shared helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _check_fraction(name: str, value: object, *, low: float, high: float, closed: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and low <= value and (value <= high if closed else value < high)
-    if not ok:
-        bracket = "]" if closed else ")"
-        raise ValueError(f"{name} must be a number in [{low}, {high}{bracket}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _check_count(name: str, value: object, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _named_layers(model: nn.Module, layers: Layers | None) -> list[tuple[str, nn.Module]]:
-    """Selected layers (checked by :mod:`safs_smac.pruning`), named by their path in ``model``
-    (the keys :func:`~safs_smac.pruning.get_masks` uses)."""
-    names = {id(module): name for name, module in model.named_modules()}
-    named = []
-    for given, module in _select(model, layers):
-        if id(module) not in names:
-            raise ValueError(f"layer {given!r} is not a submodule of the model; select its layers")
-        named.append((names[id(module)], module))
-    return named
-
-
-def _weight_param(module: nn.Module) -> torch.Tensor:
-    """The trainable tensor behind ``weight`` (``weight_orig`` once the layer is pruned)."""
-    return module.weight_orig if hasattr(module, "weight_mask") else module.weight
-
-
-def _mask(module: nn.Module) -> torch.Tensor:
-    """Boolean mask of the layer's weight (all True when unpruned), on the weight's device."""
-    mask = getattr(module, "weight_mask", None)
-    if mask is None:
-        return torch.ones_like(module.weight, dtype=torch.bool)
-    return mask.detach() != 0
-
+from safs_smac.sparse_training.common import (
+    Layers,
+    _check_count,
+    _check_fraction,
+    _mask,
+    _named_layers,
+    _weight_param,
+    logger,
+)
 
 # --------------------------------------------------------------------------------------------
 # AP: Activating-while-Pruning
@@ -451,201 +373,3 @@ def _split(flat: torch.Tensor, selected: Sequence[tuple[str, nn.Module]]) -> dic
         masks[_mask_key(name)] = flat[offset : offset + n].view(shape)
         offset += n
     return masks
-
-
-# --------------------------------------------------------------------------------------------
-# SET: Sparse Evolutionary Training
-# --------------------------------------------------------------------------------------------
-
-
-def erdos_renyi_density(
-    n_in: int, n_out: int, epsilon: float, kernel_size: Sequence[int] = ()
-) -> float:
-    """Density of SET's Erdos-Renyi mask: ``min(1, epsilon * (n_in + n_out) / (n_in * n_out))``.
-
-    With ``kernel_size=(kh, kw)`` (a convolution) this is the Erdos-Renyi-Kernel variant of
-    Evci et al. (RigL, 2020): ``epsilon * (n_in + n_out + kh + kw) / (n_in * n_out * kh * kw)``.
-    For a grouped convolution ``n_in`` is the number of input channels per group (the weight's
-    second dimension).
-    """
-    dims = (n_in, n_out, *kernel_size)
-    for d in dims:
-        _check_count("layer dimension", d, minimum=1)
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a positive number, got {epsilon!r}; e.g. epsilon=20")
-    return min(1.0, epsilon * sum(dims) / math.prod(dims))
-
-
-def _layer_density(module: nn.Module, epsilon: float) -> float:
-    shape = _weight_param(module).shape
-    if len(shape) < 2:
-        raise ValueError(
-            f"SET needs weights with input and output dimensions, got shape {tuple(shape)}; "
-            "select Linear/Conv layers only"
-        )
-    n_out, n_in, *kernel = shape
-    return erdos_renyi_density(n_in, n_out, epsilon, kernel)
-
-
-def _round_half_up(x: float) -> int:
-    return math.floor(x + 0.5)
-
-
-class SET:
-    """Sparse Evolutionary Training: Erdos-Renyi masks rewired after every epoch.
-
-    Construction masks every selected layer whose Erdos-Renyi density
-    (:func:`erdos_renyi_density`, ERK for convolutions) is below 1, keeping exactly
-    ``round(density * numel)`` connections at uniformly random positions (an exact count, not a
-    Bernoulli draw, so the density is reproducible). Layers with density 1 stay dense and are not
-    evolved: this is how SET-MLP's small output layer (e.g. 4000 x 10) stays dense. The surviving
-    weights keep the model's own initialisation.
-
-    :meth:`evolve` removes, in every sparse layer, ``round(zeta * n_pos)`` of the ``n_pos``
-    active non-negative weights closest to zero and ``round(zeta * n_neg)`` of the ``n_neg``
-    active negative weights closest to zero, and grows as many connections at random positions
-    that were inactive before the call (positions removed in the same call are used only when no
-    others are left). The number of connections per layer never changes.
-
-    Parameters
-    ----------
-    model:
-        Network to sparsify in place; its selected layers must not be pruned already.
-    epsilon:
-        Erdos-Renyi sparsity parameter (the paper's 20; higher is denser).
-    zeta:
-        Fraction of the positive and of the negative weights rewired per evolution (0.3).
-    layers:
-        ``(name, module)`` pairs; default every Conv2d/Linear layer (density decides which stay
-        dense).
-    seed:
-        Seed of the masks, the regrowth positions and the random regrown values.
-    regrow_init:
-        Value of grown connections: ``"zero"`` (default; as in Mocanu's Keras SET-MLP, the
-        implementation of the CIFAR-10 activation study, and RigL: the new connection starts
-        neutral and is learned) or ``"random"`` (normal with standard deviation 0.1, the
-        ``randn() / 10`` of Mocanu's sparse-data-structure implementation).
-    final_epoch:
-        With :meth:`__call__` as ``fit(on_epoch_end=...)``: no rewiring after this epoch (pass
-        the number of training epochs), so the returned network is the trained one rather than
-        one with fresh, untrained connections.
-
-    Attributes
-    ----------
-    layers:
-        ``(name, module)`` pairs of the sparse (evolved) layers.
-    dense_layers:
-        Names of the selected layers left dense because their density is 1.
-    history:
-        ``(epoch, evolve() result)`` for every rewiring done by :meth:`__call__`.
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        epsilon: float = 20,
-        zeta: float = 0.3,
-        layers: Layers | None = None,
-        seed: int = 0,
-        regrow_init: str = "zero",
-        final_epoch: int | None = None,
-    ) -> None:
-        self.zeta = _check_fraction("zeta", zeta, low=0.0, high=1.0, closed=True)
-        if regrow_init not in REGROW_INITS:
-            raise ValueError(
-                f"unknown regrow_init {regrow_init!r}; valid values: {', '.join(REGROW_INITS)}"
-            )
-        if final_epoch is not None:
-            _check_count("final_epoch", final_epoch, minimum=0)
-        self.model = model
-        self.epsilon = epsilon
-        self.regrow_init = regrow_init
-        self.final_epoch = final_epoch
-        self.generator = torch.Generator().manual_seed(seed)
-        self.layers: list[tuple[str, nn.Module]] = []
-        self.dense_layers: list[str] = []
-        self.history: list[tuple[int, dict[str, tuple[int, int]]]] = []
-
-        masks = {}
-        for name, module in _named_layers(model, layers):
-            if hasattr(module, "weight_mask"):
-                raise ValueError(
-                    f"layer {name!r} is already pruned; SET draws its own masks, so pass an "
-                    "unpruned model (safs_smac.pruning.make_permanent removes masks)"
-                )
-            density = _layer_density(module, epsilon)
-            if density >= 1.0:
-                self.dense_layers.append(name)
-                continue
-            numel = module.weight.numel()
-            keep = max(1, _round_half_up(density * numel))
-            mask = torch.zeros(numel, dtype=torch.bool)
-            mask[torch.randperm(numel, generator=self.generator)[:keep]] = True
-            masks[_mask_key(name)] = mask.view(module.weight.shape)
-            self.layers.append((name, module))
-        apply_masks(model, masks, strict=False)
-
-    def density(self) -> dict[str, float]:
-        """Fraction of active connections per sparse layer, and ``"total"`` over all of them."""
-        out, active, total = {}, 0, 0
-        for name, module in self.layers:
-            mask = _mask(module)
-            out[name] = int(mask.sum()) / mask.numel()
-            active += int(mask.sum())
-            total += mask.numel()
-        out["total"] = active / total if total else 1.0
-        return out
-
-    def evolve(self) -> dict[str, tuple[int, int]]:
-        """Rewire every sparse layer once; returns ``{layer: (removed, regrown)}``."""
-        result, masks = {}, {}
-        with torch.no_grad():
-            for name, module in self.layers:
-                new_mask, removed, grown = self._rewire(module)
-                if grown.numel():
-                    self._init_grown(module, grown)
-                masks[_mask_key(name)] = new_mask
-                result[name] = (removed.numel(), grown.numel())
-        apply_masks(self.model, masks, strict=False)
-        return result
-
-    def _rewire(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New mask (CPU, bool), removed and grown flat positions (CPU) of one layer."""
-        mask = _mask(module).reshape(-1).cpu()
-        weight = _effective_weight(module).reshape(-1).cpu()
-        active = mask.nonzero().squeeze(1)
-        values = weight[active]
-        removed = []
-        for side in (values < 0, values >= 0):  # exact zeros count as the smallest positives
-            idx, vals = active[side], values[side].abs()
-            k = _round_half_up(self.zeta * len(idx))
-            removed.append(idx[torch.argsort(vals, stable=True)[:k]])
-        removed_idx = torch.cat(removed)
-        candidates = (~mask).nonzero().squeeze(1)
-        if len(candidates) < len(removed_idx):  # nearly dense: re-use just-removed positions
-            candidates = torch.cat([candidates, removed_idx])
-        pick = torch.randperm(len(candidates), generator=self.generator)[: len(removed_idx)]
-        grown = candidates[pick]
-        new_mask = mask.clone()
-        new_mask[removed_idx] = False
-        new_mask[grown] = True
-        return new_mask.view(module.weight_mask.shape), removed_idx, grown
-
-    def _init_grown(self, module: nn.Module, grown: torch.Tensor) -> None:
-        param = module.weight_orig
-        if self.regrow_init == "zero":
-            values = torch.zeros(len(grown), dtype=param.dtype)
-        else:
-            values = torch.randn(len(grown), generator=self.generator, dtype=param.dtype)
-            values *= _REGROW_STD
-        # weight_orig at a grown position holds a stale value (from before it was removed, or
-        # decayed by weight decay while masked): overwrite it.
-        index = torch.unravel_index(grown.to(param.device), param.shape)  # any memory format
-        param[index] = values.to(param.device)
-
-    def __call__(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Rewire after ``epoch`` (skipped after ``final_epoch``); ``fit(on_epoch_end=...)``."""
-        if self.final_epoch is not None and epoch >= self.final_epoch:
-            return
-        self.history.append((epoch, self.evolve()))
