@@ -28,6 +28,7 @@ from torch import nn
 
 from safs_smac import pruning as pruning_lib
 from safs_smac import sites
+from safs_smac import sparse_training as _sparse_training  # noqa: F401 (registers "ap")
 from safs_smac._version import __version__
 from safs_smac.cache import CheckpointCache, cache_key, default_cache_dir
 from safs_smac.data import Dataset, load_dataset

@@ -136,19 +136,19 @@ PRUNING_SCHEDULES: dict[str, type[PruningSchedule]] = {"one-shot": OneShot, "gra
 
 
 def resolve_schedule(schedule: str | PruningSchedule) -> PruningSchedule:
-    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``, ``"ap"``) or an
-    instance."""
+    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``, ``"ap"``, or any
+    name registered in :data:`PRUNING_SCHEDULES`) or an instance.
+
+    ``"ap"`` is registered by :mod:`safs_smac.sparse_training`, which builds on this module (so
+    this module never imports it); :mod:`safs_smac.problem` imports both.
+    """
     if isinstance(schedule, PruningSchedule):
         return schedule
     key = str(schedule).strip().lower().replace("_", "-")
     key = {"oneshot": "one-shot"}.get(key, key)
-    if key == "ap":  # lives with the other sparse-training systems, which import this module
-        from safs_smac.sparse_training import AP
-
-        return AP()
     if key not in PRUNING_SCHEDULES:
         raise ValueError(
             f"unknown pruning schedule {schedule!r}; valid schedules: "
-            f"{', '.join(PRUNING_SCHEDULES)}, ap (or a safs_smac.pruning.PruningSchedule instance)"
+            f"{', '.join(PRUNING_SCHEDULES)} (or a safs_smac.pruning.PruningSchedule instance)"
         )
     return PRUNING_SCHEDULES[key]()

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from safs_smac.pruning import (
+    PRUNING_SCHEDULES,
     SPARSE_FINETUNE,
     Finetune,
     PruningSchedule,
@@ -373,3 +374,6 @@ def _split(flat: torch.Tensor, selected: Sequence[tuple[str, nn.Module]]) -> dic
         masks[_mask_key(name)] = flat[offset : offset + n].view(shape)
         offset += n
     return masks
+
+
+PRUNING_SCHEDULES["ap"] = AP  # SAFSProblem(prune_schedule="ap")
