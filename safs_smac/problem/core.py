@@ -1,24 +1,11 @@
-"""The SAFS problem: dense training -> pruning -> a SMAC target function.
-
-:class:`SAFSProblem` owns the whole pipeline of the paper (section 2 of the method notes) with the
-reference's state-flow bugs fixed: the dense model is *trained* before it is pruned, every trial
-starts from the same cached pruned checkpoint, fitness is the validation accuracy at the end of
-fine-tuning (never a max over epochs, never the test set), and the test set is touched only by
-:meth:`SAFSProblem.final_evaluation`.
-
-``problem.train`` is the target function. It is a bound method of a picklable object that carries
-settings, not tensors: a Dask worker that unpickles the problem reloads the data set and the pruned
-checkpoint from the on-disk cache.
-"""
+"""The SAFS problem: settings, search space, target function and final evaluation."""
 
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +16,22 @@ from torch import nn
 from safs_smac import pruning as pruning_lib
 from safs_smac import sites
 from safs_smac import sparse_training as _sparse_training  # noqa: F401 (registers "ap")
-from safs_smac._version import __version__
-from safs_smac.cache import CheckpointCache, cache_key, default_cache_dir
+from safs_smac.cache import CheckpointCache, default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
-from safs_smac.models import create_model, model_info
+from safs_smac.models import model_info
+from safs_smac.problem.checkpoints import CheckpointsMixin
+from safs_smac.problem.continuation import _CONTINUATION_KIND, ContinuationMixin
+from safs_smac.problem.outcome import (
+    CONTINUATION_MAX_BYTES,
+    OBJECTIVES,
+    PRUNING_SCOPES,
+    WORST_COST,
+    FinalEvaluation,
+    _jsonable,
+    _scalar_or_list,
+    trial_cost,
+)
 from safs_smac.space import (
     TrialSpec,
     build_space,
@@ -44,76 +42,8 @@ from safs_smac.space import (
 from safs_smac.training import FitState, Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
-__all__ = ["OBJECTIVES", "PRUNING_SCOPES", "FinalEvaluation", "SAFSProblem", "trial_cost"]
 
-logger = logging.getLogger(__name__)
-
-PRUNING_SCOPES = ("layerwise", "global")
-# Bump when dense training or pruning semantics change: cached checkpoints built by older code are
-# then ignored instead of silently reused. 2: the dense model's initial weights are seeded.
-CACHE_VERSION = 2
-# Bump when what a continuation state holds or how a trial continues changes: states saved by older
-# code then live under another name and are never loaded.
-CONTINUATION_VERSION = 1
-#: Default cap on the bytes of continuation states in a cache directory (all problems together).
-CONTINUATION_MAX_BYTES = 1 << 30
-# Cost of a configuration that diverged: the worst possible error, so every optimizer ranks it last.
-WORST_COST = 1.0
-#: What a trial's cost measures (see :func:`trial_cost`).
-OBJECTIVES = ("accuracy", "error")
-
-
-def trial_cost(accuracy: float, loss: float, n_val: int, objective: str = "accuracy") -> float:
-    """The cost SMAC minimises for a fine-tuned configuration, in ``[0, 1)``.
-
-    ``"error"`` is the paper's ``1 - accuracy``. At 99% sparsity most configurations of a low rung
-    end at chance, where ``1 - accuracy`` ties and gives the surrogate and successive halving
-    nothing to rank by; ``"accuracy"`` (the default) therefore breaks ties with the validation
-    cross-entropy: ``(1 - eps) * (1 - accuracy) + eps * loss / (1 + loss)`` with
-    ``eps = 0.5 / n_val``. One more correct validation image (``1 / n_val``) always outweighs any
-    difference in loss, so the ranking by accuracy is unchanged wherever accuracies differ, and
-    the cost stays below :data:`WORST_COST`, the cost of a diverged trial.
-    """
-    if objective == "error":
-        return 1.0 - accuracy
-    eps = 0.5 / max(int(n_val), 1)
-    squashed = loss / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 1.0
-    return (1.0 - eps) * (1.0 - accuracy) + eps * squashed
-
-
-@dataclass
-class FinalEvaluation:
-    """A configuration fine-tuned at the full budget and evaluated on validation *and* test data."""
-
-    val_accuracy: float
-    test_accuracy: float
-    epochs: int
-    seconds: float
-    diverged: bool
-    reason: str | None
-    operators: dict[str, str]
-    alpha: dict[str, float]
-    beta: dict[str, float]
-    sparsity: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "val_accuracy": self.val_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "epochs": self.epochs,
-            "seconds": self.seconds,
-            "diverged": self.diverged,
-            "reason": self.reason,
-            "operators": self.operators,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "sparsity": self.sparsity,
-            **self.extra,
-        }
-
-
-class SAFSProblem:
+class SAFSProblem(CheckpointsMixin, ContinuationMixin):
     """Sparse activation function search on one pruned model and data set.
 
     Parameters
@@ -415,167 +345,6 @@ class SAFSProblem:
             self._dataset = load_dataset(self.dataset_name, self.data_root, **self.dataset_kwargs)
         return self._dataset
 
-    def _fresh_model(self) -> nn.Module:
-        if self._user_model is not None:
-            return copy.deepcopy(self._user_model)
-        kwargs = dict(self.model_kwargs)
-        if self._dataset is not None:
-            kwargs.setdefault("num_classes", self._dataset.num_classes)
-            kwargs.setdefault("in_channels", self._dataset.in_channels)
-            kwargs.setdefault("input_size", self._dataset.input_size)
-        return self._seeded_model(**kwargs)
-
-    def _model_for_data(self) -> nn.Module:
-        data = self.dataset
-        if self._user_model is not None:
-            return copy.deepcopy(self._user_model)
-        kwargs = {
-            "num_classes": data.num_classes,
-            "in_channels": data.in_channels,
-            "input_size": data.input_size,
-            **self.model_kwargs,
-        }
-        return self._seeded_model(**kwargs)
-
-    def _seeded_model(self, **kwargs: Any) -> nn.Module:
-        # The initial weights come from the problem's seed, not from whatever state the global RNG
-        # is in: the same seed must train the same dense model in any process, on a fresh cache.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            return create_model(self.model_name, **kwargs)
-
-    def _dense_fields(self) -> dict[str, Any]:
-        fields: dict[str, Any] = {
-            "cache_version": CACHE_VERSION,
-            "package": __version__,
-            "torch": torch.__version__.split("+")[0],
-            "model": self.model_name,
-            "model_kwargs": self.model_kwargs,
-            "dataset": self.dataset.fingerprint(),
-            "seed": self.seed,
-            "recipe": self.recipe.to_dict(),
-            "dense_epochs": self.dense_epochs,
-        }
-        if self._user_model is not None:
-            fields["user_model"] = _module_fingerprint(self._user_model)
-        return fields
-
-    def dense_checkpoint(self) -> dict[str, Any]:
-        """State dict and metrics of the trained dense model (trained once, then cached)."""
-        if self._dense_state is None:
-            cache = CheckpointCache(self.cache_dir)
-            payload, _ = cache.get_or_create("dense", self._dense_fields(), self._train_dense)
-            self._dense_state = payload
-        return self._dense_state
-
-    def _train_dense(self) -> dict[str, Any]:
-        model = self._model_for_data()
-        device = resolve_device(self.device)
-        result = None
-        if self.dense_epochs > 0:
-            result = fit(
-                model,
-                self.dataset,
-                self.recipe.replace(epochs=self.dense_epochs),
-                device=device,
-                seed=self.seed,
-                evaluate_val=False,
-            )
-            if result.diverged:
-                raise RuntimeError(
-                    f"dense training of {self.model_name} diverged ({result.reason}); "
-                    "lower the learning rate with finetune_recipe={'lr': ...}"
-                )
-        val = evaluate(model, self.dataset.val, self.dataset, device=device)
-        test = evaluate(model, self.dataset.test, self.dataset, device=device)
-        logger.info(
-            "dense %s: val %.4f test %.4f (%d epochs)",
-            self.model_name,
-            val.accuracy,
-            test.accuracy,
-            self.dense_epochs,
-        )
-        return {
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "metrics": {
-                "val_accuracy": val.accuracy,
-                "test_accuracy": test.accuracy,
-                "epochs": self.dense_epochs,
-                "seconds": 0.0 if result is None else result.seconds,
-            },
-        }
-
-    def pruned_checkpoint(self, rate: float | None = None) -> dict[str, Any]:
-        """Weights, masks and sparsity report of the dense model pruned at ``rate`` (cached)."""
-        rate = self.pruning_rate if rate is None else float(rate)
-        if rate not in self._pruned_states:
-            fields = self._pruned_fields(rate)
-
-            def build() -> dict[str, Any]:
-                model = self._model_for_data()
-                model.load_state_dict(self.dense_checkpoint()["state_dict"])
-                start = time.perf_counter()
-                report = self.prune_schedule.prune(
-                    model, rate, scope=self.pruning, finetune=self._finetune_between_rounds
-                )
-                masks = pruning_lib.get_masks(model)
-                pruning_lib.make_permanent(model)
-                return {
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "masks": masks,
-                    "sparsity": report.sparsity,
-                    "prune_epochs": self.prune_schedule.epochs,
-                    "prune_seconds": time.perf_counter() - start,
-                }
-
-            payload, _ = CheckpointCache(self.cache_dir).get_or_create("pruned", fields, build)
-            self._pruned_states[rate] = payload
-        return self._pruned_states[rate]
-
-    def _pruned_fields(self, rate: float) -> dict[str, Any]:
-        """The cache key of the checkpoint pruned at ``rate``."""
-        fields = {**self._dense_fields(), "pruning": self.pruning, "rate": rate}
-        if self.prune_schedule.name != "one-shot":  # keeps one-shot cache keys unchanged
-            fields["schedule"] = self.prune_schedule.settings()
-        return fields
-
-    def _finetune_between_rounds(
-        self, model: nn.Module, epochs: int, overrides: Mapping[str, Any]
-    ) -> None:
-        """Fine-tuning between two rounds of a pruning schedule (default activation, no search)."""
-        recipe = self.recipe.replace(**dict(overrides), epochs=int(epochs))
-        result = fit(
-            model,
-            self.dataset,
-            recipe,
-            device=resolve_device(self.device),
-            seed=self.seed,
-            evaluate_val=False,
-        )
-        if result.diverged:
-            raise RuntimeError(
-                f"fine-tuning between pruning rounds diverged ({result.reason}); pass a schedule "
-                "with a lower learning rate, e.g. Gradual(recipe={'lr': 0.001})"
-            )
-
-    @property
-    def prune_epochs(self) -> int:
-        """Fine-tuning epochs the pruning schedule spent before any search (0 for one-shot)."""
-        return int(self.prune_schedule.epochs)
-
-    def dense_metrics(self) -> dict[str, float]:
-        """Validation and test accuracy of the dense model."""
-        return dict(self.dense_checkpoint()["metrics"])
-
-    def pruned_model(self, rate: float | None = None) -> nn.Module:
-        """A fresh copy of the pruned model with its masks attached (default activations)."""
-        state = self.pruned_checkpoint(rate)
-        model = self._model_for_data()
-        model.load_state_dict(state["state_dict"])
-        pruning_lib.apply_masks(model, state["masks"])
-        return model
-
-    # ------------------------------------------------------------------ evaluation
     def decode(self, config: Configuration | Mapping[str, Any]) -> TrialSpec:
         """What a configuration means for this problem (operators, scales, recipe changes)."""
         return decode_config(
@@ -706,55 +475,6 @@ class SAFSProblem:
             )
         return float(cost), _jsonable(info)
 
-    # ------------------------------------------------------------------ budget continuation
-    def _continuation_namespace(self) -> str:
-        """The cache folder of this problem's continuation states (see ``release_continuations``).
-
-        Everything a trial's start and schedule depend on besides its configuration and seed:
-        two problems that share it (e.g. the two stages of a staged run) train a configuration
-        identically and may continue each other's states.
-        """
-        fields = {
-            "version": CONTINUATION_VERSION,
-            **self._dense_fields(),
-            "pruning": self.pruning,
-            "prune_schedule": self.prune_schedule.settings(),
-            "max_budget": self.max_budget,
-        }
-        return f"{_CONTINUATION_KIND}/{cache_key(fields)}"
-
-    def _continuation_entry(
-        self, spec: TrialSpec, seed: int, recipe: Recipe, horizon: int, device: torch.device
-    ) -> tuple[str, dict[str, Any]]:
-        """Cache kind and key of the continuation state of ``spec`` at ``seed``."""
-        rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
-        key = {
-            "pruned": self._pruned_fields(rate),
-            "operators": dict(spec.operators),
-            "alpha": spec.alpha,
-            "beta": spec.beta,
-            "learn_scales": spec.learn_scales,
-            "recipe": {**recipe.to_dict(), "epochs": None},
-            "horizon": horizon,
-            "seed": int(seed),
-            # A CUDA state (bf16 autocast, its generator) cannot continue on the CPU or vice versa.
-            "device": device.type,
-        }
-        return self._continuation_namespace(), key
-
-    def continuation_bytes(self) -> int:
-        """Bytes of this problem's continuation states in the cache."""
-        return CheckpointCache(self.cache_dir).size(self._continuation_namespace())
-
-    def release_continuations(self) -> int:
-        """Delete this problem's continuation states; returns the bytes freed.
-
-        Call it when a run is finished with the problem (after its last trial). Any problem with
-        the same dense model, pruning and ``max_budget`` shares the states: one still searching
-        then starts its next promotions from scratch (same results, more epochs).
-        """
-        return CheckpointCache(self.cache_dir).clear(self._continuation_namespace())
-
     def check(self, config: Mapping[str, Any]) -> Configuration:
         """Validate a user-supplied configuration against this problem's space."""
         return check_config(config, self._space)
@@ -783,32 +503,3 @@ class SAFSProblem:
             sparsity=info["sparsity"],
             extra={"dnr_mean": info.get("dnr_mean"), "dnr": info.get("dnr")},
         )
-
-
-# Continuation states live under <cache>/continuation/<problem namespace>/.
-_CONTINUATION_KIND = "continuation"
-
-
-def _module_fingerprint(module: nn.Module) -> str:
-    import hashlib
-
-    digest = hashlib.sha256(repr(module).encode("utf-8"))
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode("utf-8"))
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:20]
-
-
-def _scalar_or_list(param: torch.Tensor) -> float | list[float]:
-    values = param.detach().cpu().flatten().tolist()
-    return values[0] if param.dim() == 0 else values
-
-
-def _jsonable(info: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in info.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            out[key] = None
-        else:
-            out[key] = value
-    return out
