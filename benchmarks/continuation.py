@@ -35,9 +35,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+from _common import pm, wilcoxon_p, write_json, write_text
 
-from safs_smac._io import atomic_write_json, atomic_write_text
-from safs_smac.cli import build_parser
+from safs_smac.cli import build_parser, run_problem
 from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
 
@@ -91,27 +91,11 @@ def make_problem(
     continuation: bool,
     dataset_kwargs: dict[str, Any] | None,
 ) -> SAFSProblem:
-    """The problem ``safs-smac run`` builds from ``args`` (see ``cli._cmd_run``)."""
-    return SAFSProblem(
-        args.model,
-        args.dataset,
-        pruning_rate=args.pruning_rate,
-        pruning=args.pruning,
-        prune_schedule=args.prune_schedule,
-        objective=args.objective,
-        data_root=args.data_root,
-        device=args.device,
-        cache_dir=cache_dir,
-        seed=seed,
-        dense_epochs=args.dense_epochs,
-        max_budget=max(1, round(args.max_budget)),
-        stage=args.stage,
-        granularity=args.granularity,
-        operators=args.operators,
-        search_rate=args.search_rate,
-        dataset_kwargs=dataset_kwargs,
-        continue_trials=continuation,
-    )
+    """The problem ``safs-smac run`` builds from ``args``, with this benchmark's seed and cache."""
+    overrides: dict[str, Any] = {"seed": seed, "cache_dir": cache_dir}
+    if dataset_kwargs is not None:
+        overrides["dataset_kwargs"] = dataset_kwargs
+    return run_problem(args, **overrides, continue_trials=continuation)
 
 
 def run_main_job(
@@ -178,20 +162,15 @@ def run_main_job(
 
 
 def _mean_std(values: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
-    values = scale * values.astype(float)
-    std = values.std(ddof=1) if len(values) > 1 else 0.0
-    return f"{values.mean():.{digits}f} ± {std:.{digits}f}"
+    return pm(values.astype(float), scale=scale, digits=digits)
 
 
 def _wilcoxon(on: pd.Series, off: pd.Series) -> str:
-    from scipy.stats import wilcoxon
-
     diff = on.to_numpy(dtype=float) - off.to_numpy(dtype=float)
     if (diff == 0).all():
         return "identical in every seed"
-    if len(diff) < 2:
-        return "n/a (one seed)"
-    return f"{float(wilcoxon(diff).pvalue):.3f}"
+    p = wilcoxon_p(diff)
+    return "n/a (fewer than two differing seeds)" if math.isnan(p) else f"{p:.3f}"
 
 
 def summarise(runs: pd.DataFrame) -> str:
@@ -293,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "runs.csv", runs.to_csv(index=False))
-    atomic_write_text(args.out / "table.md", table + "\n")
-    atomic_write_json(
+    write_text(args.out / "runs.csv", runs.to_csv(index=False))
+    write_text(args.out / "table.md", table + "\n")
+    write_json(
         args.out / "meta.json",
         {
             "command": " ".join(["python", "benchmarks/continuation.py", *(argv or sys.argv[1:])]),

@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from safs_smac.cli.arguments import (
     DEFAULT_MAX_BUDGET,
@@ -20,12 +21,16 @@ from safs_smac.cli.arguments import (
     build_parser,
 )
 
+if TYPE_CHECKING:
+    from safs_smac.problem import SAFSProblem
+
 __all__ = [
     "DEFAULT_MAX_BUDGET",
     "DEFAULT_MIN_BUDGET",
     "DEFAULT_TRIALS",
     "build_parser",
     "main",
+    "run_problem",
 ]
 
 
@@ -59,28 +64,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def run_problem(args: argparse.Namespace, **overrides: Any) -> SAFSProblem:
+    """The problem ``safs-smac run`` builds from its parsed arguments; ``overrides`` are further
+    :class:`~safs_smac.problem.SAFSProblem` keywords (benchmarks vary the seed or the cache)."""
     from safs_smac.problem import SAFSProblem
+
+    settings = {
+        "pruning_rate": args.pruning_rate,
+        "pruning": args.pruning,
+        "prune_schedule": args.prune_schedule,
+        "objective": args.objective,
+        "data_root": args.data_root,
+        "device": args.device,
+        "cache_dir": args.cache_dir,
+        "seed": args.seed,
+        "dense_epochs": args.dense_epochs,
+        "max_budget": max(1, round(args.max_budget)),
+        "stage": args.stage,
+        "granularity": args.granularity,
+        "operators": args.operators,
+        "search_rate": args.search_rate,
+    }
+    return SAFSProblem(args.model, args.dataset, **{**settings, **overrides})
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from safs_smac.search import optimize, run_label
 
-    problem = SAFSProblem(
-        args.model,
-        args.dataset,
-        pruning_rate=args.pruning_rate,
-        pruning=args.pruning,
-        prune_schedule=args.prune_schedule,
-        objective=args.objective,
-        data_root=args.data_root,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        seed=args.seed,
-        dense_epochs=args.dense_epochs,
-        max_budget=max(1, round(args.max_budget)),
-        stage=args.stage,
-        granularity=args.granularity,
-        operators=args.operators,
-        search_rate=args.search_rate,
-    )
+    problem = run_problem(args)
     problem.dataset  # noqa: B018 - load now: a missing data directory must fail before any write
     label = run_label(args.optimizer, args.protocol)
     output_dir = args.output_dir or Path("safs_runs") / (
