@@ -81,15 +81,15 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file, with an error that names the file when it is malformed."""
+def read_json(path: str | Path, *, fix: str = "delete it or restore it from a backup") -> Any:
+    """Read a JSON file, with an error that names the file and ends in ``fix`` (what to do about
+    it) when it is malformed."""
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(
-            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); "
-            "delete it or restore it from a backup"
+            f"{path} is not valid JSON ({err.msg} at line {err.lineno}); {fix}"
         ) from None
 
 

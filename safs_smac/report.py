@@ -444,11 +444,10 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
         )
     from safs_smac.runs.state import read_state
 
-    try:
-        return read_state(path, "the run's results", keys=("dense", "baseline", "incumbent"))
-    except ValueError as err:
-        # The search's state is intact: the run's own command retrains and rewrites the file.
-        message = str(err).split("; delete it")[0]
-        raise ValueError(
-            f"{message}; rerun the `safs-smac run` command of this run to write it again"
-        ) from None
+    # The search's state is intact: the run's own command retrains and rewrites the file.
+    return read_state(
+        path,
+        "the run's results",
+        keys=("dense", "baseline", "incumbent"),
+        fix="rerun the `safs-smac run` command of this run to write it again",
+    )

@@ -11,7 +11,6 @@ directory that holds anything more.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,7 +37,6 @@ RUN_ENTRIES = frozenset(
         "summary.json",
         "trajectory.png",
         "dnr.png",
-        "dnr.csv",
         "smac",
         LOCK_NAME,
         *STAGE_DIRS,
@@ -86,12 +84,15 @@ def prepare_run_dir(output_dir: Path, settings: Mapping[str, Any], *, overwrite:
     previous = None
     if run_file.exists():
         try:
-            previous = read_state(run_file, "the run's identity")
-        except ValueError as err:
+            previous = read_state(
+                run_file,
+                "the run's identity",
+                fix="restore it from a backup, or pass --overwrite to start the run afresh "
+                "(its trials are lost)",
+            )
+        except ValueError:
             if not overwrite:
-                raise ValueError(
-                    f"{err}; or pass --overwrite to start the run afresh (its trials are lost)"
-                ) from None
+                raise
     if previous is not None:
         verdict = check_identity(previous, settings)
         if verdict.same:
@@ -189,8 +190,3 @@ def _write_run_file(output_dir: Path, settings: Mapping[str, Any]) -> None:
             f"output directory {output_dir} is not writable ({err.strerror or err}); choose "
             "another --output-dir"
         ) from None
-
-
-def is_run_dir(path: Path) -> bool:
-    """Whether ``path`` holds a run's identity (``run.json``)."""
-    return (path / RUN_FILE).is_file() and os.access(path / RUN_FILE, os.R_OK)

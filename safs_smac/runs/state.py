@@ -20,34 +20,34 @@ from safs_smac._io import read_json
 __all__ = ["drop_unfinished_trials", "load_runhistory", "read_state"]
 
 
-def read_state(path: str | Path, what: str, *, keys: Iterable[str] = ()) -> dict[str, Any]:
+_RESTORE = "delete it or restore it from a backup"
+
+
+def read_state(
+    path: str | Path, what: str, *, keys: Iterable[str] = (), fix: str = _RESTORE
+) -> dict[str, Any]:
     """A JSON object from ``path`` (``what`` says what it holds), with ``keys`` present.
 
-    Raises ``ValueError`` naming the file when it is unreadable, not JSON, not an object or lacks
-    a key, and ``FileNotFoundError`` when it is missing.
+    Raises ``ValueError`` naming the file and ending in ``fix`` (what to do about it) when it is
+    unreadable, not JSON, not an object or lacks a key, and ``FileNotFoundError`` when it is
+    missing.
     """
     path = Path(path)
     try:
-        content = read_json(path)
+        content = read_json(path, fix=fix)
     except UnicodeDecodeError:
-        raise ValueError(
-            f"{path} ({what}) is not a text file; delete it or restore it from a backup"
-        ) from None
+        raise ValueError(f"{path} ({what}) is not a text file; {fix}") from None
     except IsADirectoryError:
         raise ValueError(f"{path} ({what}) is a directory, not a file; remove it") from None
     except PermissionError as err:
         raise ValueError(f"{path} ({what}) cannot be read ({err.strerror})") from None
     if not isinstance(content, dict):
         raise ValueError(
-            f"{path} ({what}) holds a JSON {type(content).__name__}, not an object; delete it "
-            "or restore it from a backup"
+            f"{path} ({what}) holds a JSON {type(content).__name__}, not an object; {fix}"
         )
     missing = [key for key in keys if key not in content]
     if missing:
-        raise ValueError(
-            f"{path} ({what}) lacks {', '.join(map(repr, missing))}; delete it or restore it "
-            "from a backup"
-        )
+        raise ValueError(f"{path} ({what}) lacks {', '.join(map(repr, missing))}; {fix}")
     return content
 
 
