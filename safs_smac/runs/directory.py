@@ -51,10 +51,14 @@ def check_output_dir(output_dir: Path) -> None:
             "the output directory is the current directory; name a directory of its own "
             "(e.g. --output-dir safs_runs/run1)"
         )
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output directory {output_dir} is a file; choose another --output-dir")
+    _refuse_file(output_dir)
     if output_dir.is_dir() and not (output_dir / RUN_FILE).exists():
         _refuse_foreign(output_dir, overwrite=False)
+
+
+def _refuse_file(output_dir: Path) -> None:
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output directory {output_dir} is a file; choose another --output-dir")
 
 
 def _refuse_foreign(output_dir: Path, *, overwrite: bool) -> None:
@@ -78,8 +82,7 @@ def prepare_run_dir(output_dir: Path, settings: Mapping[str, Any], *, overwrite:
     clearing a different run's files when ``overwrite``). Refuses, with an error that says what
     to do, a different run without ``overwrite`` and a directory holding files no run wrote.
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"output directory {output_dir} is a file; choose another --output-dir")
+    _refuse_file(output_dir)
     run_file = output_dir / RUN_FILE
     previous = None
     if run_file.exists():
