@@ -407,31 +407,56 @@ def test_a_live_process_s_staging_directory_is_never_removed(tmp_path) -> None:
         other.wait()
 
 
-def test_the_surrogate_in_this_thread_proposes_what_joblib_threads_propose(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "patch", ["surrogate_in_this_thread", "bounded_forest_trees", "fast_surrogate"]
+)
+def test_smac_surrogate_patches_leave_the_proposals_unchanged(tmp_path, patch: str) -> None:
     import numpy as np
     from ConfigSpace import ConfigurationSpace, Float
     from smac import HyperparameterOptimizationFacade, Scenario
 
-    from safs_smac.smac_compat import surrogate_in_this_thread
+    from safs_smac import smac_compat
 
     space = ConfigurationSpace(seed=0)
     space.add([Float("x", (0.0, 1.0)), Float("y", (0.0, 1.0))])
 
-    def proposals(sequential: bool) -> list[dict]:
+    def proposals(patched: bool) -> list[dict]:
         def target(config, seed: int = 0) -> float:
             return float((config["x"] - 0.3) ** 2 + np.sin(5 * config["y"]))
 
         scenario = Scenario(
-            space, output_directory=tmp_path / str(sequential), deterministic=True, n_trials=14
+            space, output_directory=tmp_path / str(patched), deterministic=True, n_trials=20
         )
         facade = HyperparameterOptimizationFacade(
             scenario, target, overwrite=True, logging_level=40
         )
-        if sequential:
-            with surrogate_in_this_thread():
+        if patched:
+            with getattr(smac_compat, patch)():
                 facade.optimize()
         else:
             facade.optimize()
         return [dict(facade.runhistory.get_config(k.config_id)) for k in facade.runhistory]
 
     assert proposals(True) == proposals(False)
+
+
+def test_bounded_forest_trees_fit_the_same_forest_and_restore_the_settings() -> None:
+    import numpy as np
+    from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
+    from smac.model.random_forest.random_forest import RandomForest
+
+    from safs_smac.smac_compat import bounded_forest_trees
+
+    space = ConfigurationSpace(seed=0)
+    space.add([Float("x", (0.0, 1.0)), Integer("n", (1, 9)), Categorical("op", ["a", "b", "c"])])
+    rng = np.random.default_rng(0)
+    queries = rng.random((500, 3))
+    for n_points in (1, 2, 7, 40):
+        X, y = rng.random((n_points, 3)), rng.random(n_points)
+        plain = RandomForest(space, seed=3, log_y=True).train(X, y).predict(queries)
+        model = RandomForest(space, seed=3, log_y=True)
+        with bounded_forest_trees():
+            bounded = model.train(X, y).predict(queries)
+        assert np.array_equal(plain[0], bounded[0]) and np.array_equal(plain[1], bounded[1])
+        assert model.meta["max_leaf_nodes"] == 2**20
+    assert RandomForest._train.__module__.startswith("smac.")

@@ -29,8 +29,8 @@ from safs_smac.search.progress import ProgressCallback
 from safs_smac.search.settings import SearchSettings
 from safs_smac.smac_compat import (
     atomic_smac_saves,
+    fast_surrogate,
     refuse_smac_prompts,
-    surrogate_in_this_thread,
 )
 from safs_smac.workers import threads_per_worker
 
@@ -88,7 +88,7 @@ def run_smac(
                 logging_level=40,
                 **kwargs,
             )
-        with surrogate_in_this_thread():
+        with fast_surrogate():
             incumbent = facade.optimize()
     tracker.close()
     if isinstance(incumbent, list):
