@@ -184,8 +184,10 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
     continued trial skips the epochs it continued from); ``epochs_continued`` sums those skipped
     epochs over the ``trials_continued`` trials that continued an earlier one.
     ``target_seconds`` is the time inside the target function, ``search_seconds`` the span from
-    the first trial's start to the last trial's end (a resumed run includes its downtime), and
-    ``overhead_share`` the rest's share of it: the optimizer, the runner and our bookkeeping.
+    the first trial's start to the last trial's end (a resumed run includes its downtime; a
+    two-stage protocol sums its stages' spans, so stage 1's final retraining between them is not
+    counted), and ``overhead_share`` the rest's share of it: the optimizer, the runner and our
+    bookkeeping.
     """
     if trials.empty:
         return {}
@@ -196,7 +198,8 @@ def work_summary(trials: pd.DataFrame) -> dict[str, float]:
     resumed = pd.to_numeric(trials.get("resumed_from", 0.0), errors="coerce")
     resumed = pd.Series(resumed, index=trials.index).fillna(0.0)
     target = float(pd.to_numeric(trials.get("seconds"), errors="coerce").fillna(0.0).sum())
-    span = float(trials["endtime"].max() - trials["starttime"].min())
+    stages = trials.groupby("stage") if "stage" in trials else [(None, trials)]
+    span = sum(float(part["endtime"].max() - part["starttime"].min()) for _, part in stages)
     return {
         "epochs_budgeted": float(budgeted.round().sum()),
         "epochs_run": float(epochs.sum()),

@@ -104,3 +104,22 @@ def test_work_summary_counts_epochs_and_the_optimizer_share() -> None:
     assert work["target_seconds"] == 12.0 and work["search_seconds"] == 15.0
     assert work["overhead_share"] == pytest.approx(0.2)
     assert work_summary(pd.DataFrame()) == {}
+
+
+def test_work_summary_of_two_stages_leaves_out_the_time_between_them() -> None:
+    from safs_smac.report import work_summary
+
+    # Stage 1 searched from 0 to 4 s, retrained its incumbent until 10 s, stage 2 ran 10-13 s.
+    trials = pd.DataFrame(
+        {
+            "stage": [1, 1, 2, 2],
+            "budget": [3.0, 9.0, 3.0, 9.0],
+            "epochs": [3, 9, 3, 9],
+            "seconds": [1.0, 2.0, 1.0, 1.5],
+            "starttime": [0.0, 1.5, 10.0, 11.0],
+            "endtime": [1.0, 4.0, 11.0, 13.0],
+        }
+    )
+    work = work_summary(trials)
+    assert work["search_seconds"] == 7.0 and work["target_seconds"] == 5.5
+    assert work["overhead_share"] == pytest.approx(1.5 / 7.0)
