@@ -10,10 +10,12 @@ For every activation and seed:
 ``dense``
     The MLP trained dense for ``--epochs`` epochs (the study's "dense" column).
 ``set``
-    Sparse Evolutionary Training (:class:`safs_smac.sparse_training.SET`, zeta 0.3, grown weights
-    start at zero) at each ``eps``: every hidden layer starts from an Erdos-Renyi mask of density
-    ``eps * (n_in + n_out) / (n_in * n_out)`` (the 1000 x 10 head has density >= 1 and stays dense,
-    as in SET-MLP) and is rewired after every epoch but the last, for ``--epochs`` epochs.
+    Sparse Evolutionary Training (:class:`safs_smac.sparse_training.SETPruning`, zeta 0.3, grown
+    weights start at zero) at each ``eps``: every hidden layer starts from an Erdos-Renyi mask of
+    density ``eps * (n_in + n_out) / (n_in * n_out)`` (the 1000 x 10 head has density >= 1 and
+    stays dense, as in SET-MLP) and is rewired after every epoch but the last, for ``--epochs``
+    epochs. It runs through :class:`~safs_smac.problem.SAFSProblem` (``dense_epochs=0``: the seeded
+    initialisation is the checkpoint) and its ``final_evaluation``, which alone reads test data.
 ``oneshot``
     The dense model above, pruned once by layer-wise magnitude (L1) pruning to *the same per-layer
     densities* as SET at that ``eps``, then fine-tuned for ``--finetune-epochs`` epochs.
