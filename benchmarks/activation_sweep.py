@@ -855,10 +855,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_data_arguments(parser, help="mnist-5k (default, bundled) or cifar10 with --data-root")
     parser.add_argument("--epochs", type=int, default=8, help="SET and dense training epochs")
     parser.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=2,
-        help="fine-tuning epochs after one-shot pruning (and per SAFS trial)",
+        "--finetune-epochs", type=int, default=2, help="fine-tune epochs: one-shot and SAFS trials"
     )
     parser.add_argument("--eps-list", default="10,20,50,100", help="SET epsilons")
     parser.add_argument(
@@ -871,10 +868,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--zeta", type=float, default=0.3, help="SET rewiring fraction")
     parser.add_argument(
-        "--safs-eps",
-        type=float,
-        default=20,
-        help="eps whose hidden-layer sparsity the SAFS search prunes to",
+        "--safs-eps", type=float, default=20, help="eps whose hidden sparsity the SAFS search uses"
     )
     parser.add_argument("--safs-trials", type=int, default=16)
     parser.add_argument(

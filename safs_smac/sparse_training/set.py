@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -321,12 +321,7 @@ class SETPruning(PruningSchedule):
         return sparse if self.zeta > 0 else None
 
     def settings(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "epsilon": self.epsilon,
-            "zeta": self.zeta,
-            "regrow_init": self.regrow_init,
-        }
+        return {"name": self.name, **asdict(self)}  # every field changes the results
 
 
 PRUNING_SCHEDULES["set"] = SETPruning  # SAFSProblem(pruning="set")
