@@ -10,10 +10,12 @@ For every activation and seed:
 ``dense``
     The MLP trained dense for ``--epochs`` epochs (the study's "dense" column).
 ``set``
-    Sparse Evolutionary Training (:class:`safs_smac.sparse_training.SET`, zeta 0.3, grown weights
-    start at zero) at each ``eps``: every hidden layer starts from an Erdos-Renyi mask of density
-    ``eps * (n_in + n_out) / (n_in * n_out)`` (the 1000 x 10 head has density >= 1 and stays dense,
-    as in SET-MLP) and is rewired after every epoch but the last, for ``--epochs`` epochs.
+    Sparse Evolutionary Training (:class:`safs_smac.sparse_training.SETPruning`, zeta 0.3, grown
+    weights start at zero) at each ``eps``: every hidden layer starts from an Erdos-Renyi mask of
+    density ``eps * (n_in + n_out) / (n_in * n_out)`` (the 1000 x 10 head has density >= 1 and
+    stays dense, as in SET-MLP) and is rewired after every epoch but the last, for ``--epochs``
+    epochs. It runs through :class:`~safs_smac.problem.SAFSProblem` (``dense_epochs=0``: the seeded
+    initialisation is the checkpoint) and its ``final_evaluation``, which alone reads test data.
 ``oneshot``
     The dense model above, pruned once by layer-wise magnitude (L1) pruning to *the same per-layer
     densities* as SET at that ``eps``, then fine-tuned for ``--finetune-epochs`` epochs.
@@ -44,10 +46,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,9 +80,10 @@ from safs_smac.activations import resolve_operator
 from safs_smac.cache import default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.models import create_model
+from safs_smac.problem import SAFSProblem
 from safs_smac.pruning import get_masks, magnitude_prune, prunable_layers
 from safs_smac.sites import searchable_activations, set_activations
-from safs_smac.sparse_training import SET, erdos_renyi_density
+from safs_smac.sparse_training import SETPruning, erdos_renyi_density
 from safs_smac.training import Recipe, evaluate, fit
 
 RESULTS_ROOT = RESULTS_DIR / "activation_sweep"
@@ -270,7 +275,6 @@ def train_and_record(
     epochs: int,
     start: float,
     fields: dict[str, Any],
-    on_epoch_end: Any = None,
 ) -> dict[str, Any]:
     """Train ``model`` ``epochs`` epochs with the sweep's recipe; its ``runs.csv`` row
     (``fields`` from :func:`run_fields`, ``start`` when the run began)."""
@@ -282,7 +286,6 @@ def train_and_record(
         device="cpu",
         seed=seed,
         evaluate_val=False,
-        on_epoch_end=on_epoch_end,
     )
     row = finish_run(model, dataset, result, seed=seed, epochs=epochs, **fields)
     row["seconds"] = time.perf_counter() - start
@@ -346,24 +349,43 @@ def run_set(
     args: argparse.Namespace,
     dataset: Dataset,
     safs: Any,
-    hidden_sparsity: float,
+    level: tuple[float, float],
 ) -> dict[str, Any]:
+    """SET from scratch through :class:`~safs_smac.problem.SAFSProblem`: the seeded MLP is the
+    untrained "dense" checkpoint (``dense_epochs=0``), and :class:`SETPruning` draws Erdos-Renyi
+    masks at the start of the fine-tune and rewires them after every epoch but the last. Test
+    data is touched only by ``final_evaluation``."""
     start = time.perf_counter()
-    model = build_model(activation, dataset=dataset, **model_kwargs(args, seed, safs))
-    layers = prunable_layers(model, layer_types=(nn.Linear,))
-    sparse = SET(
-        model, epsilon=eps, zeta=args.zeta, layers=layers, seed=seed, final_epoch=args.epochs
-    )
-    return train_and_record(
-        model,
-        dataset,
-        args,
-        seed,
-        args.epochs,
-        start,
-        run_fields(activation, "set", eps, hidden_sparsity),
-        on_epoch_end=sparse,
-    )
+    model_activation = "relu" if activation == "safs" else activation
+    # Nothing here is worth caching (no dense training; SET's checkpoint is the initialisation):
+    # a throw-away cache keeps 8 MB per run off the disk.
+    with tempfile.TemporaryDirectory(prefix="set-sweep-") as cache_dir:
+        problem = sweep_problem(
+            args,
+            dataset,
+            Path(cache_dir),
+            pruning=SETPruning(epsilon=eps, zeta=args.zeta),
+            pruning_rate=round(level[0], 6),
+            seed=seed,
+            dense_epochs=0,
+            max_budget=args.epochs,
+            default_activation=model_activation,
+            model_kwargs={"activation": model_activation},
+        )
+        spec = problem.baseline_spec()
+        if activation == "safs":
+            spec = dataclasses.replace(spec, operators=dict(safs["operators"]))
+        else:  # a trainable SReLU, as in build_model (a no-op for plain operators)
+            spec = dataclasses.replace(spec, learn_operator_params=True)
+        final = problem.final_evaluation(spec, seed=seed)
+    row = run_fields(activation, "set", eps, level[1])
+    row.update(seed=seed, epochs=final.epochs, diverged=final.diverged, reason=final.reason or "")
+    row["val_accuracy"] = math.nan if final.diverged else final.val_accuracy
+    row["test_accuracy"] = math.nan if final.diverged else final.test_accuracy
+    row["sparsity"] = final.sparsity
+    row["operators"] = ";".join(f"{site}={op}" for site, op in final.operators.items())
+    row["seconds"] = time.perf_counter() - start
+    return row
 
 
 def recipe(args: argparse.Namespace) -> Recipe:
@@ -375,6 +397,27 @@ def recipe(args: argparse.Namespace) -> Recipe:
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         scheduler="constant",
+    )
+
+
+def sweep_problem(
+    args: argparse.Namespace,
+    dataset: Dataset,
+    cache_dir: Path,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    **settings: Any,
+) -> SAFSProblem:
+    """A :class:`SAFSProblem` on the sweep's MLP and recipe (operators-only space, CPU)."""
+    return SAFSProblem(
+        "mlp",
+        dataset,
+        device="cpu",
+        cache_dir=cache_dir,
+        stage="operators",
+        finetune_recipe=recipe(args).to_dict(),
+        model_kwargs={"hidden": list(args.hidden), "dropout": args.dropout, **(model_kwargs or {})},
+        **settings,
     )
 
 
@@ -394,26 +437,21 @@ def model_kwargs(args: argparse.Namespace, seed: int, safs: Any) -> dict[str, An
 
 def search_operators(args: argparse.Namespace, dataset: Dataset, work_dir: Path) -> dict[str, Any]:
     """Run (or resume) the SAFS stage-1 search once; return operators and the trial table."""
-    from safs_smac.problem import SAFSProblem
     from safs_smac.search import optimize
 
     shapes = mlp_shapes(
         dataset.in_channels * dataset.input_size**2, args.hidden, dataset.num_classes
     )
     _, rate = level_sparsity(shapes, args.safs_eps)
-    problem = SAFSProblem(
-        "mlp",
+    problem = sweep_problem(
+        args,
         dataset,
+        work_dir / "cache",
         pruning_rate=round(rate, 6),
         pruning="layerwise",
-        device="cpu",
-        cache_dir=work_dir / "cache",
         seed=0,
         dense_epochs=args.epochs,
         max_budget=args.finetune_epochs,
-        stage="operators",
-        finetune_recipe=recipe(args).to_dict(),
-        model_kwargs={"hidden": list(args.hidden), "dropout": args.dropout},
     )
     result = optimize(
         problem,
@@ -729,7 +767,7 @@ def sweep(args: argparse.Namespace) -> int:
                     record(run_oneshot(dense, act, eps, seed, args, dataset, levels[eps][1]))
             for eps in args.eps_list:
                 if (act, "set", f"eps{eps:g}", seed) not in done:
-                    record(run_set(act, eps, seed, args, dataset, safs, levels[eps][1]))
+                    record(run_set(act, eps, seed, args, dataset, safs, levels[eps]))
 
     runs = write_runs(rows, out / "runs.csv")
     runs["diverged"] = runs["diverged"].astype(str).str.lower() == "true"
@@ -817,10 +855,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_data_arguments(parser, help="mnist-5k (default, bundled) or cifar10 with --data-root")
     parser.add_argument("--epochs", type=int, default=8, help="SET and dense training epochs")
     parser.add_argument(
-        "--finetune-epochs",
-        type=int,
-        default=2,
-        help="fine-tuning epochs after one-shot pruning (and per SAFS trial)",
+        "--finetune-epochs", type=int, default=2, help="fine-tune epochs: one-shot and SAFS trials"
     )
     parser.add_argument("--eps-list", default="10,20,50,100", help="SET epsilons")
     parser.add_argument(
@@ -833,10 +868,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--zeta", type=float, default=0.3, help="SET rewiring fraction")
     parser.add_argument(
-        "--safs-eps",
-        type=float,
-        default=20,
-        help="eps whose hidden-layer sparsity the SAFS search prunes to",
+        "--safs-eps", type=float, default=20, help="eps whose hidden sparsity the SAFS search uses"
     )
     parser.add_argument("--safs-trials", type=int, default=16)
     parser.add_argument(

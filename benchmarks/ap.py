@@ -692,16 +692,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--sparsity", type=float, default=0.98, help="final sparsity")
     parser.add_argument(
-        "--prune-fraction",
-        type=float,
-        default=0.4,
-        help="fraction of surviving weights pruned per cycle (paper: 0.2)",
+        "--prune-fraction", type=float, default=0.4, help="survivors pruned per cycle (paper: 0.2)"
     )
     parser.add_argument(
-        "--ap-share",
-        type=float,
-        default=0.1,
-        help="share of each cycle's removals done by AP's rule (paper: 2/20)",
+        "--ap-share", type=float, default=0.1, help="AP's share of a cycle's removals (paper: 2/20)"
     )
     parser.add_argument("--cycle-epochs", type=int, default=5, help="training epochs per cycle")
     parser.add_argument(
@@ -711,19 +705,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--safs-trials", type=int, default=6, help="LAHC trials per search")
     parser.add_argument(
-        "--safs-epochs",
-        type=int,
-        default=None,
-        help="training epochs per search trial (default: --cycle-epochs)",
+        "--safs-epochs", type=int, default=None, help="epochs per trial (default: --cycle-epochs)"
     )
     parser.add_argument(
         "--final-repeats", type=int, default=2, help="final fine-tunes per network (test data)"
     )
     parser.add_argument("--probe-size", type=int, default=512, help="images the DNR is measured on")
     parser.add_argument(
-        "--dense-head",
-        action="store_true",
-        help="leave the classifier head (fc3) unpruned; sparsity counts the other layers",
+        "--dense-head", action="store_true", help="leave the head (fc3) dense; sparsity excludes it"
     )
     add_run_arguments(parser, output_dir=RESULTS_DIR / "ap")
     add_quick_argument(parser, QUICK)

@@ -12,13 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from safs_smac import pruning
 from safs_smac.pruning import (
     apply_masks,
     get_masks,
-    is_pruned,
-    iterative_magnitude_prune,
     magnitude_prune,
-    make_permanent,
     prunable_layers,
     sparsity_report,
 )
@@ -296,7 +294,7 @@ def test_iterative_schedule_reaches_target_and_calls_back(scope):
         assert m is model
         seen.append((r, sparsity_report(m).sparsity))
 
-    report = iterative_magnitude_prune(
+    report = pruning.iterative_magnitude_prune(
         model, 0.9, rounds=3, scope=scope, between_rounds=between_rounds
     )
     assert [r for r, _ in seen] == [1, 2]
@@ -310,7 +308,11 @@ def test_iterative_schedule_reaches_target_and_calls_back(scope):
 
 def test_iterative_single_round_equals_one_shot():
     a, b = small_net(), small_net()
-    iterative_magnitude_prune(a, 0.7, rounds=1, between_rounds=lambda m, r: pytest.fail("called"))
+
+    def never(model: nn.Module, round_: int) -> None:
+        pytest.fail("called")
+
+    pruning.iterative_magnitude_prune(a, 0.7, rounds=1, between_rounds=never)
     magnitude_prune(b, 0.7)
     assert all(torch.equal(get_masks(a)[k], get_masks(b)[k]) for k in get_masks(b))
 
@@ -322,9 +324,9 @@ def test_make_permanent_keeps_zeros_and_removes_reparametrisation():
     model = small_net()
     magnitude_prune(model, 0.9)
     before = sparsity_report(model)
-    assert is_pruned(model)
-    assert make_permanent(model) is model
-    assert not is_pruned(model)
+    assert pruning.is_pruned(model)
+    assert pruning.make_permanent(model) is model
+    assert not pruning.is_pruned(model)
     params = dict(model.named_parameters())
     assert not any(name.endswith("weight_orig") for name in params)
     assert not any(name.endswith("weight_mask") for name, _ in model.named_buffers())
@@ -361,9 +363,9 @@ def test_pruned_model_can_be_deep_copied():
 
 def test_is_pruned():
     model = small_net()
-    assert not is_pruned(model)
+    assert not pruning.is_pruned(model)
     magnitude_prune(model, 0.0)
-    assert is_pruned(model)  # rate 0 still installs (all-ones) masks
+    assert pruning.is_pruned(model)  # rate 0 still installs (all-ones) masks
     assert sparsity_report(model).zeros == 0
 
 
@@ -375,14 +377,14 @@ def test_invalid_rate_rejected(rate):
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         magnitude_prune(small_net(), rate)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        iterative_magnitude_prune(small_net(), rate, rounds=2)
+        pruning.iterative_magnitude_prune(small_net(), rate, rounds=2)
 
 
 def test_invalid_arguments_rejected():
     with pytest.raises(ValueError, match="valid scopes: layerwise, global"):
         magnitude_prune(small_net(), 0.5, scope="local")
     with pytest.raises(ValueError, match="rounds"):
-        iterative_magnitude_prune(small_net(), 0.5, rounds=0)
+        pruning.iterative_magnitude_prune(small_net(), 0.5, rounds=0)
     with pytest.raises(ValueError, match="no layers selected"):
         magnitude_prune(small_net(), 0.5, layers=[])
     with pytest.raises(ValueError, match="no layers selected"):
@@ -395,4 +397,4 @@ def test_invalid_arguments_rejected():
         magnitude_prune(model, 0.5, layers=[("a", model[0]), ("b", model[0])])
     with pytest.raises(ValueError, match="no weight"):
         magnitude_prune(model, 0.5, layers=[("relu", model[2])])
-    assert not is_pruned(model)
+    assert not pruning.is_pruned(model)

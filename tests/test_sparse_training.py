@@ -13,10 +13,12 @@ from safs_smac.pruning import get_masks, magnitude_prune, prunable_layers, spars
 from safs_smac.sparse_training import (
     AP,
     SET,
+    SETPruning,
     ap_prune,
     ap_schedule,
     ap_step,
     erdos_renyi_density,
+    erdos_renyi_epsilon,
 )
 
 
@@ -503,3 +505,111 @@ def test_ap_schedule_fixed_fraction_and_dense_head_keep_the_old_settings_when_un
     selected = prunable_layers(model, skip_last=True)
     zeros = sum(int((m.weight == 0).sum()) for _, m in selected)
     assert zeros == round(0.75 * sum(m.weight.numel() for _, m in selected))
+
+
+# --------------------------------------------------------------------------------------------
+# SET as a pruning strategy of SAFSProblem
+# --------------------------------------------------------------------------------------------
+
+
+def _set_problem(make_problem, strategy, **overrides):
+    settings = {"model": "mlp", "pruning": strategy, "pruning_rate": 0.9, "dense_epochs": 0}
+    return make_problem(**{**settings, "max_budget": 3, **overrides})
+
+
+class _RecordingSET(SETPruning):
+    """SETPruning that keeps the masks at the start of every fine-tune and after every step."""
+
+    def begin_finetune(self, model, **kwargs):
+        step = super().begin_finetune(model, **kwargs)
+        masks = [get_masks(model)]
+        _RECORDED.append(masks)
+
+        def record(epoch, logs):
+            step(epoch, logs)
+            masks.append(get_masks(model))
+
+        return record
+
+
+_RECORDED: list[list[dict[str, torch.Tensor]]] = []
+
+
+def test_set_through_safs_problem_keeps_densities_and_rewires_after_all_but_the_last_epoch(
+    make_problem,
+):
+    _RECORDED.clear()
+    problem = _set_problem(make_problem, _RecordingSET())
+    _, info = problem.finetune(problem.baseline_spec(), seed=0, epochs=3)
+    (masks,) = _RECORDED
+    assert len(masks) == 4  # the start, then after each of the 3 epochs
+    start = masks[0]
+    assert set(start) == {"fc1.weight", "fc2.weight"}  # the 100 x 4 head stays dense
+    kept = {key: int(mask.sum()) for key, mask in start.items()}
+    for after in masks[1:]:
+        assert {key: int(mask.sum()) for key, mask in after.items()} == kept
+    for before, after in itertools.pairwise(masks[:3]):  # rewired after epochs 1 and 2
+        assert any(not torch.equal(before[key], after[key]) for key in before)
+    assert all(torch.equal(masks[2][key], masks[3][key]) for key in start)  # not after the last
+    assert info["sparsity"] == pytest.approx(0.9, abs=1e-3)  # epsilon solved from the rate
+    # The masks belong to the fine-tune, not to the (dense) checkpoint; nothing is continued.
+    assert get_masks(problem.pruned_model()) == {}
+    assert problem.continuation_bytes() == 0
+
+
+def test_set_with_zeta_zero_trains_on_static_erdos_renyi_masks(make_problem):
+    problem = _set_problem(make_problem, SETPruning(epsilon=20, zeta=0.0))
+    spec = problem.baseline_spec()
+    assert (
+        problem.prune_schedule.begin_finetune(problem.spec_model(spec), rate=0.9, seed=3, epochs=3)
+        is None
+    )  # no step: the fine-tune is a plain fit on the masks
+    model, _ = problem.finetune(spec, seed=3, epochs=3)
+    expected = problem.spec_model(spec)
+    SET(expected, epsilon=20, seed=3)
+    assert get_masks(model).keys() == get_masks(expected).keys()
+    assert all(torch.equal(get_masks(model)[k], m) for k, m in get_masks(expected).items())
+
+
+def test_a_strategy_without_a_step_fine_tunes_bit_identically_to_plain_fit(make_problem):
+    training = pytest.importorskip("safs_smac.training")
+    problem = make_problem()  # one-shot magnitude pruning
+    spec = problem.decode(problem.configspace.get_default_configuration())
+    model, _ = problem.finetune(spec, seed=5, epochs=problem.max_budget)
+    # What finetune did before strategies had a per-epoch step.
+    expected = problem.spec_model(spec)
+    recipe = problem.recipe.replace(**spec.recipe_overrides, epochs=problem.max_budget)
+    training.fit(
+        expected, problem.dataset, recipe, device="cpu", seed=5, evaluate_val=False,
+        horizon=problem.max_budget,
+    )  # fmt: skip
+    state, reference = model.state_dict(), expected.state_dict()
+    assert state.keys() == reference.keys()
+    assert all(torch.equal(state[key], reference[key]) for key in state)
+
+
+def test_pruning_accepts_a_strategy_with_the_settings_of_the_explicit_form(make_problem):
+    ap = make_problem(pruning="ap", pruning_rate=0.5)
+    explicit = make_problem(pruning="global", prune_schedule="ap", pruning_rate=0.5)
+    assert ap.settings() == explicit.settings()
+    assert ap._pruned_fields(0.5) == explicit._pruned_fields(0.5)
+    assert make_problem(pruning=SETPruning(epsilon=5)).settings()["prune_schedule"] == {
+        "name": "set",
+        "epsilon": 5,
+        "zeta": 0.3,
+        "regrow_init": "zero",
+    }
+    with pytest.raises(ValueError, match="pass the strategy once"):
+        make_problem(pruning="set", prune_schedule="gradual")
+    with pytest.raises(ValueError, match="or a pruning strategy: one-shot, gradual, ap, set"):
+        make_problem(pruning="sett")
+    with pytest.raises(ValueError, match="zeta must be"):
+        SETPruning(zeta=2)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5, 0.9, 0.99])
+def test_erdos_renyi_epsilon_reaches_the_rate(rate):
+    model = _mlp(0, widths=(64, 48, 32, 10))
+    sparse = SET(model, epsilon=erdos_renyi_epsilon(model, rate))
+    assert sparsity_report(model).sparsity == pytest.approx(rate, abs=3 / 5000)
+    assert (sparse.layers == []) == (rate == 0.0)

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 from safs_smac import pruning as pruning_lib
+from safs_smac import sites
 from safs_smac._version import __version__
 from safs_smac.cache import CheckpointCache
 from safs_smac.models import create_model
 from safs_smac.problem.outcome import CACHE_VERSION
+from safs_smac.space import TrialSpec
 from safs_smac.training import evaluate, fit, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -177,6 +179,21 @@ class CheckpointsMixin:
     def dense_metrics(self) -> dict[str, float]:
         """Validation and test accuracy of the dense model."""
         return dict(self.dense_checkpoint()["metrics"])
+
+    def spec_model(self, spec: TrialSpec) -> nn.Module:
+        """A fresh copy of the pruned model with the activations ``spec`` asks for."""
+        model = sites.set_activations(
+            self.pruned_model(spec.prune_rate),
+            spec.operators,
+            alpha=spec.alpha,
+            beta=spec.beta,
+            learnable=spec.learn_scales,
+            example_input=self.example_input,
+        )
+        if spec.learn_operator_params:
+            for act in sites.searchable_activations(model).values():
+                act.op.requires_grad_(True)
+        return model
 
     def pruned_model(self, rate: float | None = None) -> nn.Module:
         """A fresh copy of the pruned model with its masks attached (default activations)."""

@@ -13,7 +13,7 @@ from safs_smac.problem.outcome import CONTINUATION_VERSION
 from safs_smac.space import (
     TrialSpec,
 )
-from safs_smac.training import Recipe
+from safs_smac.training import FitState, Recipe
 
 # Continuation states live under <cache>/continuation/<problem namespace>/.
 _CONTINUATION_KIND = "continuation"
@@ -55,7 +55,26 @@ class ContinuationMixin:
             # A CUDA state (bf16 autocast, its generator) cannot continue on the CPU or vice versa.
             "device": device.type,
         }
+        if spec.learn_operator_params:  # only when set: the keys of other specs stay valid
+            key["learn_operator_params"] = True
         return self._continuation_namespace(), key
+
+    def _fetch_continuation(self, entry: tuple[str, dict[str, Any]]) -> FitState | None:
+        """The cached state of ``entry`` (a fine-tune continues it if it is not longer)."""
+        saved = CheckpointCache(self.cache_dir).fetch(*entry)
+        return None if saved is None else FitState.from_dict(saved)
+
+    def _store_continuation(
+        self, entry: tuple[str, dict[str, Any]], state: FitState | None, saved: FitState | None
+    ) -> None:
+        """Keep the state a fine-tune ended with (``None``: it was the full one), for a longer
+        one to continue from; ``saved`` is the state it continued from."""
+        cache = CheckpointCache(self.cache_dir)
+        if state is None:  # the full fine-tune: nothing longer can continue from it
+            cache.remove(*entry)
+        elif saved is None or saved.epochs < state.epochs:  # never replace a longer state
+            cache.store(*entry, state.to_dict())
+            cache.evict(_CONTINUATION_KIND, self.continuation_max_bytes)
 
     def continuation_bytes(self) -> int:
         """Bytes of this problem's continuation states in the cache."""

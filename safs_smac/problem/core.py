@@ -15,17 +15,16 @@ from torch import nn
 
 from safs_smac import pruning as pruning_lib
 from safs_smac import sites
-from safs_smac import sparse_training as _sparse_training  # noqa: F401 (registers "ap")
-from safs_smac.cache import CheckpointCache, default_cache_dir
+from safs_smac import sparse_training as _sparse_training  # noqa: F401 (registers "ap", "set")
+from safs_smac.cache import default_cache_dir
 from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
 from safs_smac.models import model_info
+from safs_smac.problem.arguments import check_arguments, resolve_pruning
 from safs_smac.problem.checkpoints import CheckpointsMixin
-from safs_smac.problem.continuation import _CONTINUATION_KIND, ContinuationMixin
+from safs_smac.problem.continuation import ContinuationMixin
 from safs_smac.problem.outcome import (
     CONTINUATION_MAX_BYTES,
-    OBJECTIVES,
-    PRUNING_SCOPES,
     WORST_COST,
     FinalEvaluation,
     _jsonable,
@@ -39,7 +38,7 @@ from safs_smac.space import (
     check_config_values,
     decode_config,
 )
-from safs_smac.training import FitState, Recipe, evaluate, fit, resolve_device
+from safs_smac.training import Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
 
@@ -57,11 +56,16 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
     pruning_rate
         Fraction of prunable weights set to zero, ``0 <= rate < 1`` (paper: 0.99).
     pruning
-        ``"layerwise"`` (the paper's LWM: every layer at ``pruning_rate``) or ``"global"``.
+        ``"layerwise"`` (the paper's LWM: every layer at ``pruning_rate``) or ``"global"``; or a
+        pruning strategy (a ``prune_schedule`` value other than ``"one-shot"``), which then runs at
+        the first scope it supports: ``pruning="ap"`` means ``pruning="global",
+        prune_schedule="ap"`` (same settings), ``pruning=SETPruning(epsilon=20)`` SET.
     prune_schedule
         How the dense model reaches ``pruning_rate``: ``"one-shot"`` (the paper), ``"gradual"``
         (gradual magnitude pruning, 6 rounds with 3 fine-tuning epochs between them), ``"ap"``
-        (Activating-while-Pruning, global only), or a
+        (Activating-while-Pruning, global only), ``"set"`` (sparse evolutionary training: every
+        fine-tune starts from Erdos-Renyi masks and rewires them after each epoch, see
+        :class:`~safs_smac.sparse_training.SETPruning`), or a
         :class:`~safs_smac.pruning.PruningSchedule` such as ``Gradual(rounds=4)``. The search
         starts from the checkpoint it produces; its epochs are reported as ``prune_epochs``.
     objective
@@ -115,7 +119,7 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
         dataset: str | Dataset = "mnist-5k",
         *,
         pruning_rate: float = 0.99,
-        pruning: str = "layerwise",
+        pruning: str | pruning_lib.PruningSchedule = "layerwise",
         prune_schedule: str | pruning_lib.PruningSchedule = "one-shot",
         objective: str = "accuracy",
         data_root: str | Path | None = None,
@@ -140,40 +144,11 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
         continuation_max_bytes: int = CONTINUATION_MAX_BYTES,
         example_input: torch.Tensor | None = None,
     ) -> None:
-        if not 0.0 <= float(pruning_rate) < 1.0:
-            raise ValueError(
-                f"pruning_rate must satisfy 0 <= rate < 1, got {pruning_rate}; "
-                "use e.g. 0.99 for 99% sparsity"
-            )
-        if pruning not in PRUNING_SCOPES:
-            raise ValueError(
-                f"unknown pruning {pruning!r}; valid values: {', '.join(PRUNING_SCOPES)}"
-            )
-        if (
-            isinstance(max_budget, bool)
-            or not isinstance(max_budget, (int, float))
-            or not math.isfinite(max_budget)
-            or int(max_budget) != max_budget
-            or max_budget < 1
-        ):
-            raise ValueError(
-                f"max_budget must be a whole number of epochs >= 1, got {max_budget!r}; "
-                f"pass e.g. max_budget=9"
-            )
-        if dense_epochs is not None and int(dense_epochs) < 0:
-            raise ValueError(f"dense_epochs must be >= 0, got {dense_epochs}")
-        if objective not in OBJECTIVES:
-            raise ValueError(
-                f"unknown objective {objective!r}; valid objectives: {', '.join(OBJECTIVES)}"
-            )
+        check_arguments(
+            pruning_rate, max_budget, dense_epochs, objective, num_threads, continuation_max_bytes
+        )
         self.pruning_rate = float(pruning_rate)
-        self.pruning = pruning
-        self.prune_schedule = pruning_lib.resolve_schedule(prune_schedule)
-        if pruning not in self.prune_schedule.scopes:
-            raise ValueError(
-                f"pruning schedule {self.prune_schedule.name!r} supports "
-                f"pruning={' or '.join(map(repr, self.prune_schedule.scopes))}, not {pruning!r}"
-            )
+        self.pruning, self.prune_schedule = resolve_pruning(pruning, prune_schedule)
         self.objective = objective
         self.data_root = None if data_root is None else str(data_root)
         self.device = device
@@ -182,14 +157,7 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
         self.seed = int(seed)
         self.max_budget = int(max_budget)
         self.dnr_probe_size = int(dnr_probe_size)
-        if num_threads is not None and int(num_threads) < 1:
-            raise ValueError(f"num_threads must be >= 1 or None, got {num_threads}")
         self.num_threads = None if num_threads is None else int(num_threads)
-        if isinstance(continuation_max_bytes, bool) or int(continuation_max_bytes) < 0:
-            raise ValueError(
-                f"continuation_max_bytes must be an integer >= 0, got {continuation_max_bytes!r}; "
-                "pass 0 to keep no state between trials"
-            )
         self.continue_trials = bool(continue_trials)
         self.continuation_max_bytes = int(continuation_max_bytes)
         self.stage = stage
@@ -233,26 +201,9 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
                 f"model {self.model_name!r} has no activation sites to search; "
                 "use nn.ReLU-style modules or functional activations in forward"
             )
-        self.fixed_operators = dict(fixed_operators or {})
-        unknown = sorted(set(self.fixed_operators) - set(self.sites))
-        if unknown:
-            raise ValueError(
-                f"fixed_operators names unknown sites {unknown}; "
-                f"valid sites: {', '.join(self.sites)}"
-            )
+        self.fixed_operators = self._known_sites(fixed_operators or {})
         self.operators = None if operators is None else list(operators)
-        self._space = build_space(
-            self.sites,
-            default_activation=self.default_activation,
-            recipe=self.recipe.to_dict(),
-            stage=stage,
-            granularity=granularity,
-            operators=self.operators,
-            flat=flat,
-            search_rate=self.search_rate,
-            default_rate=self.pruning_rate,
-            seed=self.seed,
-        )
+        self._space = self._build_space(stage, granularity)
         self._pruned_states: dict[float, dict[str, Any]] = {}
         self._dense_state: dict[str, Any] | None = None
         self._dense_metrics: dict[str, float] | None = None
@@ -278,28 +229,36 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
         clone = copy.copy(self)
         clone.stage = self.stage if stage is None else stage
         clone.granularity = self.granularity if granularity is None else granularity
-        clone.fixed_operators = dict(
+        clone.fixed_operators = self._known_sites(
             self.fixed_operators if fixed_operators is None else fixed_operators
         )
-        unknown = sorted(set(clone.fixed_operators) - set(self.sites))
+        clone._space = self._build_space(clone.stage, clone.granularity)
+        return clone
+
+    def _known_sites(self, fixed_operators: Mapping[str, str]) -> dict[str, str]:
+        """``fixed_operators`` as a dict, after checking that it names sites of the model."""
+        unknown = sorted(set(fixed_operators) - set(self.sites))
         if unknown:
             raise ValueError(
                 f"fixed_operators names unknown sites {unknown}; "
                 f"valid sites: {', '.join(self.sites)}"
             )
-        clone._space = build_space(
+        return dict(fixed_operators)
+
+    def _build_space(self, stage: str, granularity: str) -> ConfigurationSpace:
+        """The search space of a variant (``stage``, ``granularity``) of this problem."""
+        return build_space(
             self.sites,
             default_activation=self.default_activation,
             recipe=self.recipe.to_dict(),
-            stage=clone.stage,
-            granularity=clone.granularity,
+            stage=stage,
+            granularity=granularity,
             operators=self.operators,
             flat=self.flat,
             search_rate=self.search_rate,
             default_rate=self.pruning_rate,
             seed=self.seed,
         )
-        return clone
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines this problem's results, JSON-able (used to detect reruns)."""
@@ -384,28 +343,23 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
         ``spec`` and ``seed`` if it has at most ``epochs`` epochs, and leaves its own state for a
         later, longer one; the result is the same either way. The result dict holds validation
         accuracy/loss and diagnostics, ``epochs`` (epochs run by this call) and ``resumed_from``
-        (epochs it continued from, 0 from scratch); it never raises on divergence.
+        (epochs it continued from, 0 from scratch); it never raises on divergence. A pruning
+        strategy with a per-epoch step (SET) runs it after every epoch, and continues nothing.
         """
         start = time.perf_counter()
         continuation = self.continue_trials if continuation is None else bool(continuation)
         device = resolve_device(self.device)
-        model = self.pruned_model(spec.prune_rate)
-        model = sites.set_activations(
-            model,
-            spec.operators,
-            alpha=spec.alpha,
-            beta=spec.beta,
-            learnable=spec.learn_scales,
-            example_input=self.example_input,
-        )
+        model = self.spec_model(spec)
+        rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
+        # A strategy that trains sparse (SET) sets its topology up here and changes it after
+        # every epoch; the others return None and the fine-tune is plain fit().
+        step = self.prune_schedule.begin_finetune(model, rate=rate, seed=seed, epochs=epochs)
+        if step is not None:  # the step's topology and random stream are not in a FitState
+            continuation = False
         recipe = self.recipe.replace(**spec.recipe_overrides, epochs=epochs)
         horizon = max(self.max_budget, epochs)
-        cache = CheckpointCache(self.cache_dir)
-        kind, key = self._continuation_entry(spec, seed, recipe, horizon, device)
-        saved = cache.fetch(kind, key) if continuation else None
-        resume = None
-        if saved is not None and saved["epochs"] <= epochs:
-            resume = FitState.from_dict(saved)
+        entry = self._continuation_entry(spec, seed, recipe, horizon, device)
+        saved = self._fetch_continuation(entry) if continuation else None
         result = fit(
             model,
             self.dataset,
@@ -413,16 +367,13 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
             device=device,
             seed=seed,
             evaluate_val=False,
+            on_epoch_end=step,
             horizon=horizon,
-            resume=resume,
+            resume=saved if saved is not None and saved.epochs <= epochs else None,
             keep_state=continuation and epochs < horizon,
         )
         if continuation and not result.diverged:
-            if result.state is None:  # the full fine-tune: nothing longer can continue from it
-                cache.remove(kind, key)
-            elif saved is None or saved["epochs"] < epochs:  # never replace a longer state
-                cache.store(kind, key, result.state.to_dict())
-                cache.evict(_CONTINUATION_KIND, self.continuation_max_bytes)
+            self._store_continuation(entry, result.state, saved)
         info: dict[str, Any] = {
             "epochs": result.epochs_run,
             "resumed_from": result.start_epoch,

@@ -47,17 +47,20 @@ from safs_smac.pruning.magnitude import (  # the private helpers serve sparse_tr
 from safs_smac.pruning.schedules import (
     PRUNING_SCHEDULES,
     SPARSE_FINETUNE,
+    EpochStep,
     Finetune,
     Gradual,
     OneShot,
     PruningSchedule,
     resolve_schedule,
+    schedule_key,
 )
 
 __all__ = [
     "PRUNING_SCHEDULES",
     "SCOPES",
     "SPARSE_FINETUNE",
+    "EpochStep",
     "Finetune",
     "Gradual",
     "LayerSparsity",
@@ -72,5 +75,6 @@ __all__ = [
     "make_permanent",
     "prunable_layers",
     "resolve_schedule",
+    "schedule_key",
     "sparsity_report",
 ]

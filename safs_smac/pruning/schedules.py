@@ -1,5 +1,6 @@
 """Pruning schedules: how a dense network reaches its sparsity before the search (one-shot,
-gradual with fine-tuning between rounds; AP lives in :mod:`safs_smac.sparse_training`)."""
+gradual with fine-tuning between rounds; AP and SET live in :mod:`safs_smac.sparse_training`),
+and how a strategy may keep changing the sparse topology during fine-tuning (SET)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ SPARSE_FINETUNE: tuple[tuple[str, object], ...] = (
 #: ``finetune(model, epochs, recipe_overrides)``.
 Finetune = Callable[[nn.Module, int, Mapping[str, object]], None]
 
+#: A strategy's step after every fine-tuning epoch: ``step(epoch, record)``, the signature of
+#: ``training.fit(on_epoch_end=...)`` (``epoch`` is 1-based, ``record`` the epoch's history entry).
+EpochStep = Callable[[int, dict[str, float]], None]
+
 
 class PruningSchedule:
     """How a dense model is brought to its final sparsity (the pruning *method*).
@@ -39,6 +44,10 @@ class PruningSchedule:
     between rounds through the ``finetune`` callable it is given, so this module stays free of any
     training code. :meth:`settings` is JSON-able and identifies the schedule in caches and runs;
     :attr:`epochs` counts the fine-tuning epochs the schedule itself spends.
+
+    A strategy that trains sparse (SET) also overrides :meth:`begin_finetune`, which every
+    fine-tune of the pruned model calls before its first epoch; the default returns ``None`` and
+    the fine-tune is then plain training with no callback, exactly as without the hook.
     """
 
     name: str = ""
@@ -58,6 +67,30 @@ class PruningSchedule:
 
     def settings(self) -> dict[str, object]:
         return {"name": self.name}
+
+    def begin_finetune(
+        self, model: nn.Module, *, rate: float, seed: int, epochs: int
+    ) -> EpochStep | None:
+        """Prepare one fine-tune of the pruned ``model`` (its activations already set).
+
+        Parameters
+        ----------
+        model
+            The network about to be fine-tuned, pruned by :meth:`prune` (from the cache).
+        rate
+            The pruning rate of this fine-tune (the problem's, or the configuration's).
+        seed
+            The fine-tune's seed; randomness of the strategy should come from it.
+        epochs
+            Epochs this fine-tune trains for.
+
+        Returns
+        -------
+        EpochStep or None
+            What to run after every epoch (``fit(on_epoch_end=...)``), or ``None`` (the default:
+            the schedule only prunes before the search).
+        """
+        return None
 
 
 @dataclass(frozen=True)
@@ -136,19 +169,24 @@ PRUNING_SCHEDULES: dict[str, type[PruningSchedule]] = {"one-shot": OneShot, "gra
 
 
 def resolve_schedule(schedule: str | PruningSchedule) -> PruningSchedule:
-    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``, ``"ap"``, or any
-    name registered in :data:`PRUNING_SCHEDULES`) or an instance.
+    """A :class:`PruningSchedule` from a name (``"one-shot"``, ``"gradual"``, ``"ap"``, ``"set"``,
+    or any name registered in :data:`PRUNING_SCHEDULES`) or an instance.
 
-    ``"ap"`` is registered by :mod:`safs_smac.sparse_training`, which builds on this module (so
-    this module never imports it); :mod:`safs_smac.problem` imports both.
+    ``"ap"`` and ``"set"`` are registered by :mod:`safs_smac.sparse_training`, which builds on
+    this module (so this module never imports it); :mod:`safs_smac.problem` imports both.
     """
     if isinstance(schedule, PruningSchedule):
         return schedule
-    key = str(schedule).strip().lower().replace("_", "-")
-    key = {"oneshot": "one-shot"}.get(key, key)
+    key = schedule_key(schedule)
     if key not in PRUNING_SCHEDULES:
         raise ValueError(
             f"unknown pruning schedule {schedule!r}; valid schedules: "
             f"{', '.join(PRUNING_SCHEDULES)} (or a safs_smac.pruning.PruningSchedule instance)"
         )
     return PRUNING_SCHEDULES[key]()
+
+
+def schedule_key(name: object) -> str:
+    """The registry key of a schedule name (``"One_Shot"`` and ``"oneshot"`` -> ``"one-shot"``)."""
+    key = str(name).strip().lower().replace("_", "-")
+    return {"oneshot": "one-shot"}.get(key, key)

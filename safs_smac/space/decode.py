@@ -45,6 +45,10 @@ class TrialSpec:
         ``training.Recipe`` fields to replace in the model's default recipe (only searched ones).
     prune_rate
         Pruning rate to apply, or ``None`` to keep the run's fixed rate.
+    learn_operator_params
+        Whether the operators' own parameters (e.g. SReLU's thresholds) are trained even though
+        the scales are frozen (with ``learn_scales`` they are trained anyway). No configuration
+        sets it; it serves specs built by hand.
     """
 
     operators: dict[str, str]
@@ -53,6 +57,7 @@ class TrialSpec:
     learn_scales: bool
     recipe_overrides: dict[str, Any]
     prune_rate: float | None
+    learn_operator_params: bool = False
 
 
 def decode_config(

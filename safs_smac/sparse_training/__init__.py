@@ -13,7 +13,8 @@ SET, Sparse Evolutionary Training (Mocanu et al., Nature Communications 2018)
     ``epsilon * (n_in + n_out) / (n_in * n_out)``; after every epoch the fraction ``zeta`` of the
     active positive weights closest to zero and of the active negative weights closest to zero is
     removed, and as many connections are grown at random inactive positions, so the density stays
-    constant. See :class:`SET`.
+    constant. See :class:`SET`; :class:`SETPruning` (registered as ``"set"``) runs it inside
+    every fine-tune of a :class:`~safs_smac.problem.SAFSProblem`.
 
 Masks live in :mod:`torch.nn.utils.prune` reparametrisations and are read and written through
 :mod:`safs_smac.pruning`, so they keep working in :func:`safs_smac.training.fit`, survive
@@ -21,15 +22,22 @@ Masks live in :mod:`torch.nn.utils.prune` reparametrisations and are read and wr
 """
 
 from safs_smac.sparse_training.ap import AP, ap_prune, ap_schedule, ap_step
-from safs_smac.sparse_training.common import REGROW_INITS
-from safs_smac.sparse_training.set import SET, erdos_renyi_density
+from safs_smac.sparse_training.set import (
+    REGROW_INITS,
+    SET,
+    SETPruning,
+    erdos_renyi_density,
+    erdos_renyi_epsilon,
+)
 
 __all__ = [
     "AP",
     "REGROW_INITS",
     "SET",
+    "SETPruning",
     "ap_prune",
     "ap_schedule",
     "ap_step",
     "erdos_renyi_density",
+    "erdos_renyi_epsilon",
 ]

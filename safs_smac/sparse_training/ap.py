@@ -27,12 +27,12 @@ from safs_smac.pruning import (
 )
 from safs_smac.sparse_training.common import (
     Layers,
-    _check_count,
-    _check_fraction,
-    _mask,
-    _named_layers,
-    _weight_param,
+    check_count,
+    check_fraction,
+    layer_mask,
     logger,
+    named_layers,
+    weight_param,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def ap_step(
             f"ap_step needs tensors of one shape, got weights_end {tuple(weights_end.shape)}, "
             f"weights_start {tuple(weights_start.shape)} and mask {tuple(mask.shape)}"
         )
-    _check_count("n_remove", n_remove, minimum=0)
+    check_count("n_remove", n_remove, minimum=0)
     # reshape + clone: a contiguous copy even for channels_last weights, so view() works below
     flat = (mask != 0).reshape(-1).clone()
     eligible = (flat & (weights_end.reshape(-1) < 0)).nonzero().squeeze(1)
@@ -100,8 +100,8 @@ def ap_schedule(
     ``rounds`` cycles reach the target (geometric schedule, as
     :func:`safs_smac.pruning.iterative_magnitude_prune`).
     """
-    rate = _check_fraction("rate", rate, low=0.0, high=1.0, closed=False)
-    rounds = _check_count("rounds", rounds, minimum=1)
+    rate = check_fraction("rate", rate, low=0.0, high=1.0, closed=False)
+    rounds = check_count("rounds", rounds, minimum=1)
     final = total - round(rate * total)
     if surviving < final:
         raise ValueError(
@@ -118,7 +118,7 @@ def ap_schedule(
         keep = (final / surviving) ** (1.0 / rounds)
         steps = [round(surviving * keep**c) for c in range(1, rounds)]
         return [*steps, final]
-    p = _check_fraction(
+    p = check_fraction(
         "prune_fraction_per_round", prune_fraction_per_round, low=0, high=1, closed=False
     )
     if p == 0.0:
@@ -228,11 +228,11 @@ def ap_prune(
     """
     if not callable(train_round):
         raise ValueError("train_round must be a callable train_round(model, cycle)")
-    ap_fraction = _check_fraction("ap_fraction", ap_fraction, low=0.0, high=1.0, closed=False)
-    selected = _named_layers(model, layers)
+    ap_fraction = check_fraction("ap_fraction", ap_fraction, low=0.0, high=1.0, closed=False)
+    selected = named_layers(model, layers)
     modules = [module for _, module in selected]
     total = sum(_effective_weight(m).numel() for m in modules)
-    surviving = sum(int(_mask(m).sum()) for m in modules)
+    surviving = sum(int(layer_mask(m).sum()) for m in modules)
     steps = ap_schedule(
         total, surviving, rate, rounds=rounds, prune_fraction_per_round=prune_fraction_per_round
     )
@@ -257,7 +257,7 @@ def ap_prune(
         magnitude_prune(model, masked / total, scope="global", layers=selected)
 
         end = [_effective_weight(m) for m in modules]
-        mask = torch.cat([_mask(m).reshape(-1).cpu() for m in modules])
+        mask = torch.cat([layer_mask(m).reshape(-1).cpu() for m in modules])
         w_end = torch.cat([w.reshape(-1).cpu() for w in end])
         w_start = torch.cat([w.reshape(-1).cpu() for w in start])
         negatives = int((mask & (w_end < 0)).sum())
@@ -313,11 +313,11 @@ class AP(PruningSchedule):
     scopes = ("global",)
 
     def __post_init__(self) -> None:
-        _check_count("rounds", self.rounds, minimum=1)
-        _check_count("epochs_per_round", self.epochs_per_round, minimum=0)
-        _check_fraction("ap_fraction", self.ap_fraction, low=0.0, high=1.0, closed=False)
+        check_count("rounds", self.rounds, minimum=1)
+        check_count("epochs_per_round", self.epochs_per_round, minimum=0)
+        check_fraction("ap_fraction", self.ap_fraction, low=0.0, high=1.0, closed=False)
         if self.prune_fraction is not None:
-            _check_fraction("prune_fraction", self.prune_fraction, low=0.0, high=1.0, closed=False)
+            check_fraction("prune_fraction", self.prune_fraction, low=0.0, high=1.0, closed=False)
         if isinstance(self.recipe, Mapping):
             object.__setattr__(self, "recipe", tuple(sorted(self.recipe.items())))
 
@@ -369,7 +369,7 @@ def _split(flat: torch.Tensor, selected: Sequence[tuple[str, nn.Module]]) -> dic
     """Cut a flat mask over ``selected`` back into ``{"<layer>.weight": mask}``."""
     masks, offset = {}, 0
     for name, module in selected:
-        shape = _weight_param(module).shape
+        shape = weight_param(module).shape
         n = math.prod(shape)
         masks[_mask_key(name)] = flat[offset : offset + n].view(shape)
         offset += n

@@ -16,19 +16,13 @@ logger = logging.getLogger(__name__)
 
 Layers = Sequence[tuple[str, nn.Module]]
 
-#: Values of ``SET(regrow_init=...)``.
-REGROW_INITS = ("zero", "random")
-# Standard deviation of "random" regrown weights: the randn() / 10 of Mocanu's sparse-data-structure
-# implementation of SET-MLP.
-_REGROW_STD = 0.1
-
 
 # --------------------------------------------------------------------------------------------
 # Shared helpers
 # --------------------------------------------------------------------------------------------
 
 
-def _check_fraction(name: str, value: object, *, low: float, high: float, closed: bool) -> float:
+def check_fraction(name: str, value: object, *, low: float, high: float, closed: bool) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     ok = ok and low <= value and (value <= high if closed else value < high)
     if not ok:
@@ -37,13 +31,13 @@ def _check_fraction(name: str, value: object, *, low: float, high: float, closed
     return float(value)  # type: ignore[arg-type]
 
 
-def _check_count(name: str, value: object, *, minimum: int) -> int:
+def check_count(name: str, value: object, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
 
 
-def _named_layers(model: nn.Module, layers: Layers | None) -> list[tuple[str, nn.Module]]:
+def named_layers(model: nn.Module, layers: Layers | None) -> list[tuple[str, nn.Module]]:
     """Selected layers (checked by :mod:`safs_smac.pruning`), named by their path in ``model``
     (the keys :func:`~safs_smac.pruning.get_masks` uses)."""
     names = {id(module): name for name, module in model.named_modules()}
@@ -55,12 +49,12 @@ def _named_layers(model: nn.Module, layers: Layers | None) -> list[tuple[str, nn
     return named
 
 
-def _weight_param(module: nn.Module) -> torch.Tensor:
+def weight_param(module: nn.Module) -> torch.Tensor:
     """The trainable tensor behind ``weight`` (``weight_orig`` once the layer is pruned)."""
     return module.weight_orig if hasattr(module, "weight_mask") else module.weight
 
 
-def _mask(module: nn.Module) -> torch.Tensor:
+def layer_mask(module: nn.Module) -> torch.Tensor:
     """Boolean mask of the layer's weight (all True when unpruned), on the weight's device."""
     mask = getattr(module, "weight_mask", None)
     if mask is None:
