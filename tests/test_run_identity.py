@@ -46,8 +46,14 @@ def test_a_multi_fidelity_run_of_the_previous_version_is_refused_untouched(kind,
     problem = SAFSProblem(
         "lenet5", "synthetic", cache_dir=tmp_path / "cache", **make_golden.PROBLEM, **overrides
     )
+    # What the command meant then: the staged protocol's default became successive halving
+    # with eta 2 since, so the same words now ask for a different run (also refused untouched).
+    then = {"eta": 3, "intensifier": "hyperband"}
     with pytest.raises(ValueError, match=r"earlier safs-smac version .*problem\.schedule_horizon"):
-        optimize(problem, output_dir=run_dir, progress=False, seed=0, **kwargs)
+        optimize(problem, output_dir=run_dir, progress=False, seed=0, **kwargs, **then)
+    if kind == "staged-smac-mf":
+        with pytest.raises(ValueError, match=r"different run \(changed: eta, intensifier"):
+            optimize(problem, output_dir=run_dir, progress=False, seed=0, **kwargs)
     for golden in (GOLDEN / kind).rglob("run.json"):
         assert (run_dir / golden.relative_to(GOLDEN / kind)).read_text() == golden.read_text()
 

@@ -159,3 +159,32 @@ def test_a_run_made_by_an_earlier_version_is_refused_with_that_reason(
     assert (out / "summary.json").read_bytes() == before
     with pytest.raises(ValueError, match=r"holds a different run \(changed: n_trials"):
         optimize(make_problem(), "random", output_dir=out, **{**kwargs, "n_trials": 2})
+
+
+@pytest.mark.parametrize(
+    ("min_budget", "max_budget", "eta", "lowest"),
+    [(1, 9, 3, 3), (1, 9, 2, 2.25), (1, 27, 3, 3), (1, 3, 3, 1), (5, 9, 2, 5), (1, 4, 2, 2)],
+)
+def test_the_staged_rungs_start_at_two_epochs_or_more(min_budget, max_budget, eta, lowest) -> None:
+    from safs_smac.search.staged import staged_min_budget
+
+    search = type("S", (), {"min_budget": min_budget, "max_budget": max_budget, "eta": eta})()
+    assert staged_min_budget(search) == lowest
+
+
+def test_the_staged_main_job_runs_successive_halving_with_eta_2(make_problem, tmp_path) -> None:
+    from safs_smac.search import multi_fidelity_defaults
+
+    assert multi_fidelity_defaults("staged") == ("successive-halving", 2)
+    assert multi_fidelity_defaults("joint") == ("hyperband", 3)
+    problem = make_problem()
+    out = tmp_path / "run"
+    result = optimize(problem, "smac-mf", n_trials=8, max_budget=4, output_dir=out, progress=False)
+    run = json.loads((out / "run.json").read_text())
+    assert (run["intensifier"], run["eta"]) == ("successive-halving", 2)
+    for stage in ("stage1", "stage2"):
+        scenario = json.loads((out / stage / "smac" / "0" / "scenario.json").read_text())
+        assert scenario["_meta"]["intensifier"]["name"] == "SuccessiveHalving"
+        assert scenario["_meta"]["intensifier"]["eta"] == 2
+    # Rungs of 2 and 4 epochs (a 4-epoch budget, eta 2, at least 2 epochs a rung).
+    assert sorted(set(result.trials["budget"])) == [2.0, 4.0]

@@ -120,6 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         wait=args.wait,
         eta=args.eta,
+        intensifier=args.intensifier,
         progress=not args.no_progress,
     )
     print()

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         DEFAULT_JOINT_OPTIMIZER,
         DEFAULT_STAGE1_OPTIMIZER,
         DEFAULT_STAGE2_OPTIMIZER,
+        INTENSIFIERS,
         OPTIMIZER_NAMES,
         PROTOCOLS,
         SMAC_OPTIMIZERS,
@@ -222,7 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_BUDGET,
         help="most fine-tuning epochs (also used to retrain the incumbent and the baseline)",
     )
-    run.add_argument("--eta", type=_eta, default=3, help="successive-halving reduction factor")
+    run.add_argument(
+        "--eta",
+        type=_eta,
+        default=None,
+        help="successive-halving reduction factor of smac-mf and hyperband (default: 2 for the "
+        "staged protocol, 3 otherwise)",
+    )
+    run.add_argument(
+        "--intensifier",
+        choices=INTENSIFIERS,
+        default=None,
+        help="how smac-mf and hyperband promote trials (default: successive-halving for the "
+        "staged protocol, hyperband otherwise)",
+    )
     run.add_argument(
         "--output-dir",
         type=_output_dir,

@@ -39,11 +39,13 @@ from safs_smac.search.names import (
     DEFAULT_JOINT_OPTIMIZER,
     DEFAULT_STAGE1_OPTIMIZER,
     DEFAULT_STAGE2_OPTIMIZER,
+    INTENSIFIERS,
     OPTIMIZER_NAMES,
     PROTOCOLS,
     SMAC_OPTIMIZERS,
     STAGED_OPTIMIZERS,
     default_protocol,
+    multi_fidelity_defaults,
     resolve_optimizers,
     run_label,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "DEFAULT_STAGE1_OPTIMIZER",
     "DEFAULT_STAGE2_OPTIMIZER",
     "FINAL_SEED_OFFSET",
+    "INTENSIFIERS",
     "OPTIMIZER_NAMES",
     "PROTOCOLS",
     "SMAC_OPTIMIZERS",
@@ -74,6 +77,7 @@ __all__ = [
     "expand_network_config",
     "finish_run",
     "load_result",
+    "multi_fidelity_defaults",
     "operator_screen",
     "optimize",
     "refinement_configs",
@@ -100,7 +104,8 @@ def optimize(
     trial_walltime_limit: float | None = None,
     trial_memory_limit: float | None = None,
     overwrite: bool = False,
-    eta: int = 3,
+    eta: int | None = None,
+    intensifier: str | None = None,
     progress: bool = True,
     callbacks: Sequence[Callable[[TrialInfo, TrialValue], None]] = (),
     optimizer_kwargs: Mapping[str, Any] | None = None,
@@ -168,8 +173,11 @@ def optimize(
     wait
         Seconds to wait when another process holds ``output_dir`` (0: refuse at once with an
         error naming it).
-    eta
-        Successive-halving reduction factor for ``smac-mf`` and ``hyperband``.
+    eta, intensifier
+        How ``smac-mf`` and ``hyperband`` promote trials: the reduction factor and
+        ``"hyperband"`` or ``"successive-halving"`` (one Hyperband bracket, every trial starting
+        at the lowest rung). ``None``: the protocol's default, successive halving with eta 2 for
+        ``"staged"``, Hyperband with eta 3 otherwise (:func:`multi_fidelity_defaults`).
     progress
         Show a progress bar (trials done, best so far, ETA).
     callbacks
@@ -188,6 +196,7 @@ def optimize(
     """
     protocol = default_protocol(optimizer) if protocol is None else protocol
     stage1_opt, stage2_opt = resolve_optimizers(optimizer, protocol)
+    default_intensifier, default_eta = multi_fidelity_defaults(protocol)
     search = search_settings(
         n_trials=n_trials,
         walltime=walltime,
@@ -199,7 +208,8 @@ def optimize(
         scheduler_file=scheduler_file,
         trial_walltime_limit=trial_walltime_limit,
         trial_memory_limit=trial_memory_limit,
-        eta=eta,
+        eta=default_eta if eta is None else eta,
+        intensifier=default_intensifier if intensifier is None else intensifier,
         progress=progress,
         callbacks=callbacks,
         optimizer_kwargs=optimizer_kwargs,

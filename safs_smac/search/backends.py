@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 from ConfigSpace import Configuration
 from smac import Scenario
+from smac.intensifier import SuccessiveHalving
+from smac.intensifier.abstract_intensifier import AbstractIntensifier
 from smac.runhistory import RunHistory
 
 from safs_smac import parallel
@@ -59,7 +61,7 @@ def run_smac(
     tracker = ProgressCallback(search.n_trials, search.progress, search.callbacks, desc=desc)
     kwargs: dict[str, Any] = {}
     if uses_budgets:
-        kwargs["intensifier"] = facade_cls.get_intensifier(scenario, eta=search.eta)
+        kwargs["intensifier"] = _multi_fidelity_intensifier(facade_cls, scenario, search)
     else:
         # Our target is deterministic for a seed: one evaluation per configuration is enough.
         kwargs["intensifier"] = facade_cls.get_intensifier(scenario, max_config_calls=1)
@@ -97,6 +99,23 @@ def run_smac(
     if incumbent is None:
         _every_trial_failed(output_dir, trials)
     return incumbent, facade.runhistory.get_cost(incumbent), trials
+
+
+def _multi_fidelity_intensifier(
+    facade_cls: type, scenario: Scenario, search: SearchSettings
+) -> AbstractIntensifier:
+    """The facade's Hyperband, or one bracket of it: successive halving with its settings."""
+    hyperband = facade_cls.get_intensifier(scenario, eta=search.eta)
+    if search.intensifier == "hyperband":
+        return hyperband
+    meta = hyperband.meta
+    return SuccessiveHalving(
+        scenario,
+        eta=search.eta,
+        instance_seed_order=meta["instance_seed_order"],
+        max_incumbents=meta["max_incumbents"],
+        incumbent_selection=meta["incumbent_selection"],
+    )
 
 
 def _scenario(

@@ -14,12 +14,14 @@ from safs_smac.optimizers import OPTIMIZERS
 
 __all__ = [
     "ASK_TELL_OPTIMIZERS",
+    "INTENSIFIERS",
     "OPTIMIZER_NAMES",
     "PROTOCOLS",
     "SMAC_OPTIMIZERS",
     "STAGED_OPTIMIZERS",
     "ask_tell_names",
     "default_protocol",
+    "multi_fidelity_defaults",
     "optimizer_names",
     "resolve_optimizers",
     "run_label",
@@ -57,6 +59,22 @@ STAGED_OPTIMIZERS = ("smac-mf", "smac-hpo", "smac-bb")
 DEFAULT_JOINT_OPTIMIZER = "smac-mf"
 DEFAULT_STAGE1_OPTIMIZER = "lahc"
 DEFAULT_STAGE2_OPTIMIZER = "smac-hpo"
+
+
+# How the multi-fidelity facades (smac-mf, hyperband) pick and promote trials.
+INTENSIFIERS = ("hyperband", "successive-halving")
+
+
+def multi_fidelity_defaults(protocol: str) -> tuple[str, int]:
+    """``(intensifier, eta)`` of a protocol's multi-fidelity search when none is given.
+
+    The staged protocol (the main job) runs successive halving with eta 2 over rungs of at least
+    two epochs (2.25, 4.5 and 9 epochs of a 9-epoch budget): half of a rung is promoted and
+    continues from its lower rung's state, so it runs about 0.6x the epochs it budgets, at the
+    incumbent quality of Hyperband with eta 3 (``benchmarks/continuation.py``). The joint and
+    paper protocols keep SMAC's multi-fidelity default, Hyperband with eta 3.
+    """
+    return ("successive-halving", 2) if protocol == "staged" else ("hyperband", 3)
 
 
 def default_protocol(optimizer: str | None) -> str:

@@ -100,6 +100,7 @@ def optimize_one(
             min_budget=search.min_budget,
             n_workers=search.n_workers,
             eta=search.eta,
+            **intensifier_setting(search, budgets=SMAC_OPTIMIZERS[optimizer][1]),
             **extra,
         )
     else:
@@ -217,9 +218,15 @@ def start_two_stage_run(
         seed=search.seed,
         n_workers=search.n_workers,
         eta=search.eta,
+        **intensifier_setting(search, budgets=budgets),
         **settings,
     )
     return claim_run_dir(problem, output_dir, run, overwrite=overwrite)
+
+
+def intensifier_setting(search: SearchSettings, *, budgets: bool) -> dict[str, str]:
+    """``{"intensifier": ...}`` for a run whose trials use budgets (part of its identity)."""
+    return {"intensifier": search.intensifier} if budgets else {}
 
 
 def two_stage_result(

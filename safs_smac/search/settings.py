@@ -11,7 +11,7 @@ from typing import Any
 from smac.runhistory import TrialInfo, TrialValue
 
 from safs_smac import parallel
-from safs_smac.search.names import ask_tell_names
+from safs_smac.search.names import INTENSIFIERS, ask_tell_names
 
 __all__ = ["FINAL_SEED_OFFSET", "SearchSettings", "search_settings"]
 
@@ -38,6 +38,7 @@ class SearchSettings:
     trial_walltime_limit: float | None
     trial_memory_limit: float | None
     eta: int
+    intensifier: str  # multi-fidelity facades: "hyperband" or "successive-halving"
     progress: bool
     callbacks: tuple[Callable[[TrialInfo, TrialValue], None], ...]
     optimizer_kwargs: dict[str, Any]
@@ -82,6 +83,7 @@ def search_settings(
     trial_walltime_limit: float | None,
     trial_memory_limit: float | None,
     eta: int,
+    intensifier: str,
     progress: bool,
     callbacks: Sequence[Callable[[TrialInfo, TrialValue], None]],
     optimizer_kwargs: Mapping[str, Any] | None,
@@ -122,6 +124,10 @@ def search_settings(
         raise ValueError(
             f"eta must be an integer >= 2 (successive halving keeps 1/eta per rung), got {eta!r}"
         )
+    if intensifier not in INTENSIFIERS:
+        raise ValueError(
+            f"intensifier must be one of {', '.join(INTENSIFIERS)}, got {intensifier!r}"
+        )
     return SearchSettings(
         n_trials=int(n_trials),
         walltime=float(walltime),
@@ -135,6 +141,7 @@ def search_settings(
         trial_walltime_limit=trial_walltime_limit,
         trial_memory_limit=trial_memory_limit,
         eta=int(eta),
+        intensifier=intensifier,
         progress=progress,
         callbacks=tuple(callbacks),
         optimizer_kwargs=dict(optimizer_kwargs or {}),

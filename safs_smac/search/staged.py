@@ -4,9 +4,9 @@ Stage 1 searches one operator and one pair of scales for the whole network toget
 fine-tuning hyperparameters (``granularity="network"``, a ten-dimensional space a surrogate can
 learn from a few trials), starting with every operator under a robust sparse fine-tuning recipe;
 stage 2 searches per layer, warm-started with stage 1's incumbent expanded to every site and its
-single-site neighbours. Both start their rungs at ``max_budget / eta``. The better of the two final
-retrains *on validation data* is the result, so the per-layer search can only add to the
-network-level one. Stage 1 also yields the rows "best single operator" and "tuned fine-tuning,
+single-site neighbours. Both start their rungs at :func:`staged_min_budget`. The better of the
+two final retrains *on validation data* is the result, so the per-layer search can only add to
+the network-level one. Stage 1 also yields the rows "best single operator" and "tuned fine-tuning,
 default activation" of the table.
 """
 
@@ -37,9 +37,21 @@ __all__ = [
 ]
 
 
+# A pruned network fine-tuned for one epoch is still near chance: rungs below this say nothing.
+STAGED_MIN_EPOCHS = 2.0
+
+
 def staged_min_budget(search: SearchSettings) -> float:
-    """Lowest rung of the staged protocol: ``max(min_budget, max_budget / eta)``."""
-    return max(search.min_budget, search.max_budget / search.eta)
+    """Lowest rung of the staged protocol: ``max(min_budget, max_budget / eta)``, divided by
+    ``eta`` again while that leaves at least ``max(min_budget, 2)`` epochs.
+
+    9 epochs give rungs 3 and 9 with eta 3, and 2.25, 4.5 and 9 with eta 2.
+    """
+    floor = max(search.min_budget, STAGED_MIN_EPOCHS)
+    rung = max(search.min_budget, search.max_budget / search.eta)
+    while rung / search.eta >= floor:
+        rung /= search.eta
+    return rung
 
 
 def optimize_staged(
@@ -66,7 +78,7 @@ def optimize_staged(
         )
     n1, n2 = stage_split(search.n_trials, stage1_trials, stage2_trials, "staged")
     # At high sparsity one epoch from a pruned network tells nothing (every configuration is at
-    # chance), so both stages start their rungs at max_budget / eta: budgets 3 and 9 by default.
+    # chance), so both stages start their rungs at two epochs or more: 2.25, 4.5, 9 by default.
     lowest_rung = staged_min_budget(search)
     finished = start_two_stage_run(
         problem,
