@@ -33,15 +33,7 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from carps.utils.task import (
-        FidelitySpace,
-        InputSpace,
-        OptimizationResources,
-        OutputSpace,
-        Task,
-        TaskMetadata,
-        get_search_space_info,
-    )
+    from carps.utils import task as carps_task
 except ImportError as err:
     raise ImportError(
         f"safs_smac.integrations.carps_tasks needs CARP-S ({err}); "
@@ -85,7 +77,7 @@ _SYNTHETIC_SMOKE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SAFSTask(Task):
+class SAFSTask(carps_task.Task):
     """A CARP-S ``Task`` around a :class:`SAFSObjectiveFunction` that checks itself on creation.
 
     Same fields as ``carps.utils.task.Task``; creating one runs :func:`check_task`, so a task
@@ -97,7 +89,7 @@ class SAFSTask(Task):
         check_task(self)
 
 
-def check_task(task: Task) -> None:
+def check_task(task: carps_task.Task) -> None:
     """Raise ``ValueError`` unless ``task`` describes its SAFS objective truthfully.
 
     Checked: the configuration space the task embeds is the one the objective builds; the
@@ -120,7 +112,7 @@ def check_task(task: Task) -> None:
             f"{_describe(built)} one: settings that change the space are tasks of their own, "
             f"not overrides. {_other_task(task.name, problem.granularity)}"
         )
-    info = get_search_space_info(embedded)
+    info = carps_task.get_search_space_info(embedded)
     stated = {key: getattr(task.metadata, key) for key in info}
     wrong = {key: (stated[key], value) for key, value in info.items() if stated[key] != value}
     if wrong:
@@ -193,31 +185,31 @@ def make_task(
     if name is None:
         name = f"{problem.model_name}_{problem.dataset_name}" + ("_mf" if multi_fidelity else "")
     fidelity = (
-        FidelitySpace(
+        carps_task.FidelitySpace(
             is_multifidelity=True,
             fidelity_type=FIDELITY_TYPE,
             min_fidelity=min_budget,
             max_fidelity=problem.max_budget,
         )
         if multi_fidelity
-        else FidelitySpace(is_multifidelity=False)
+        else carps_task.FidelitySpace(is_multifidelity=False)
     )
     configspace = objective_function.configspace
     return SAFSTask(
         name=name,
         objective_function=objective_function,
-        input_space=InputSpace(configuration_space=configspace, fidelity_space=fidelity),
-        output_space=OutputSpace(n_objectives=1, objectives=(OBJECTIVE,)),
-        optimization_resources=OptimizationResources(
+        input_space=carps_task.InputSpace(configuration_space=configspace, fidelity_space=fidelity),
+        output_space=carps_task.OutputSpace(n_objectives=1, objectives=(OBJECTIVE,)),
+        optimization_resources=carps_task.OptimizationResources(
             n_trials=n_trials, time_budget=time_budget, n_workers=n_workers
         ),
-        metadata=TaskMetadata(
+        metadata=carps_task.TaskMetadata(
             has_constraints=False,
             domain="DL",
             objective_function_approximation="real",
             has_virtual_time=False,
             deterministic=objective_function.trial_seed is not None,
-            **get_search_space_info(configspace),
+            **carps_task.get_search_space_info(configspace),
         ),
         seed=seed,
     )
@@ -238,7 +230,7 @@ def _other_task(name: str, granularity: str) -> str:
 
 
 def _describe(space: Any) -> str:
-    return f"{get_search_space_info(space)['dimensions']}-dimensional {space.name!r}"
+    return f"{carps_task.get_search_space_info(space)['dimensions']}-dimensional {space.name!r}"
 
 
 @dataclasses.dataclass(frozen=True)
