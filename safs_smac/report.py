@@ -436,22 +436,3 @@ def read_trials(path: str | Path) -> pd.DataFrame:
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a DataFrame as CSV atomically."""
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """``summary.json`` of a finished run, with a clear error when the directory is not one."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{run_dir} holds no finished safs-smac run (no summary.json); "
-            "pass the --output-dir of a completed `safs-smac run`"
-        )
-    from safs_smac.runs.state import read_state
-
-    # The search's state is intact: the run's own command retrains and rewrites the file.
-    return read_state(
-        path,
-        "the run's results",
-        keys=("dense", "baseline", "incumbent"),
-        fix="rerun the `safs-smac run` command of this run to write it again",
-    )

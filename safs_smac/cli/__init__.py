@@ -174,13 +174,12 @@ def _cmd_space(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from safs_smac.report import (
         format_table,
-        load_summary,
         plot_dnr,
         plot_trajectory,
         read_trials,
         trajectory_references,
     )
-    from safs_smac.runs.results import trusted_trials
+    from safs_smac.runs.results import load_summary, trusted_trials
 
     summary = load_summary(args.output_dir)
     # Checked against the run history: a truncated results.csv is rebuilt, never trusted.
