@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 from _common import pm, wilcoxon_p, write_json, write_text
 
-from safs_smac.cli import build_parser, run_problem
+from safs_smac.cli import build_parser, run_options, run_problem
 from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
 
@@ -118,20 +118,10 @@ def run_main_job(
     problem.release_continuations()  # states an interrupted earlier invocation left behind
     label = "on" if continuation else "off"
     start = time.perf_counter()
-    result = optimize(
-        problem,
-        args.optimizer,
-        protocol=args.protocol,
-        n_trials=args.n_trials,
-        walltime=args.walltime,
-        min_budget=args.min_budget,
-        max_budget=args.max_budget,
-        seed=seed,
-        output_dir=work_dir / f"s{seed}_{label}",
-        eta=args.eta,
-        progress=False,
-        overwrite=True,
+    options = run_options(
+        args, seed=seed, output_dir=work_dir / f"s{seed}_{label}", progress=False, overwrite=True
     )
+    result = optimize(problem, args.optimizer, **options)
     total = time.perf_counter() - start
     # What search.py's run end will do: the states are only useful while the run searches.
     states_bytes = problem.continuation_bytes()

@@ -486,6 +486,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"unknown model(s) {unknown}; valid models: {', '.join(SHAPES)}")
 
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    # What every model is timed with (the steps depend on the model and the device).
+    timing = {
+        key: getattr(args, key)
+        for key in ("batch_size", "warmup", "repeats", "rate", "seed", "clock")
+    }
     rows = []
     for name in models:
         if args.steps is not None:
@@ -493,17 +498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             steps = CPU_STEPS[name] if device.type == "cpu" else ACCELERATOR_STEPS
         started = time.perf_counter()
-        row = bench_model(
-            name,
-            device=device,
-            batch_size=args.batch_size,
-            steps=steps,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            rate=args.rate,
-            seed=args.seed,
-            clock=args.clock,
-        )
+        row = bench_model(name, device=device, steps=steps, **timing)
         rows.append(row)
         if "diverged" in row:
             print(f"{name:>16}: fit diverged ({row['diverged']}), not timed", flush=True)

@@ -35,7 +35,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -86,12 +86,10 @@ class SiteDNR:
     permanently_dead_fraction: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "op": self.op,
-            "units": self.units,
-            "dead_fraction": self.dead_fraction,
-            "permanently_dead_fraction": self.permanently_dead_fraction,
-        }
+        """The fields but ``site`` (the report keys sites by name), in field order."""
+        fields = asdict(self)
+        del fields["site"]
+        return fields
 
 
 @dataclass

@@ -324,11 +324,7 @@ def plot_trajectory(
     ``references`` (label -> validation accuracy in [0, 1], e.g. chance level and the pruning
     baseline) are drawn as horizontal lines, so a gain reads against what it is a gain over.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     # One shared y-axis from 0 to 100%: a gain of one point must look like one point.
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True, sharey=True)
     axes[0].set_ylim(0, 100)
@@ -398,19 +394,12 @@ def plot_trajectory(
         axis.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_png(fig, path)
 
 
 def plot_dnr(dnr: Mapping[str, float], path: str | Path, *, title: str = "") -> Path:
     """Bar chart of the dead neuron rate per activation site."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     names = list(dnr)
     fig, axis = plt.subplots(
         figsize=(max(4.0, 0.35 * len(names) + 2), 3.6), constrained_layout=True
@@ -421,9 +410,24 @@ def plot_dnr(dnr: Mapping[str, float], path: str | Path, *, title: str = "") -> 
     axis.set_ylim(0, 100)
     if title:
         axis.set_title(title)
+    return _save_png(fig, path)
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first plot)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_png(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG atomically (a reader never sees half a file), close it."""
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return Path(path)
 
 
@@ -435,22 +439,3 @@ def read_trials(path: str | Path) -> pd.DataFrame:
 def write_csv(frame: pd.DataFrame, path: str | Path) -> None:
     """Write a DataFrame as CSV atomically."""
     atomic_write_text(path, frame.to_csv(index=False))
-
-
-def load_summary(run_dir: str | Path) -> dict[str, Any]:
-    """``summary.json`` of a finished run, with a clear error when the directory is not one."""
-    path = Path(run_dir) / "summary.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{run_dir} holds no finished safs-smac run (no summary.json); "
-            "pass the --output-dir of a completed `safs-smac run`"
-        )
-    from safs_smac.runs.state import read_state
-
-    # The search's state is intact: the run's own command retrains and rewrites the file.
-    return read_state(
-        path,
-        "the run's results",
-        keys=("dense", "baseline", "incumbent"),
-        fix="rerun the `safs-smac run` command of this run to write it again",
-    )

@@ -204,58 +204,42 @@ def test_train_refuses_an_unknown_key(two_operator_problem) -> None:
 
 
 # load_space refuses a space the trainer cannot run, naming the file and the key.
-def _space_file(tmp_path: Path, edit) -> Path:
-    from safs_smac.space import build_space, save_space
+@pytest.mark.parametrize(
+    ("name", "edit", "match"),
+    [
+        (
+            "act:00_a",
+            lambda hp: hp.update(choices=[*hp["choices"], "reluu"]),
+            r"edited\.json'?: act:00_a offers the unknown operator",
+        ),
+        (
+            "ft:lr",
+            lambda hp: hp.update(lower=-0.1, log=False),
+            r"edited\.json'?: ft:lr has the range \[-0\.1, 0\.1\]",
+        ),
+        (
+            "ft:label_smoothing",
+            lambda hp: hp.update(name="ft:label_smooth"),
+            r"unknown fine-tuning key 'ft:label_smooth'.*did you mean",
+        ),
+    ],
+    ids=["unknown-operator", "negative-lr-bound", "unknown-finetuning-key"],
+)
+def test_load_space_refuses_an_edited_file(tmp_path, name, edit, match) -> None:
+    import json
+
+    from safs_smac.space import build_space, load_space, save_space
 
     space = build_space(
         ["00_a", "01_b"], default_activation="relu", recipe={"optimizer": "sgd", "lr": 0.01}
     )
     data = space.to_serialized_dict()
-    for hp in data["hyperparameters"]:
-        edit(hp)
+    (hp,) = (hp for hp in data["hyperparameters"] if hp["name"] == name)
+    edit(hp)
     path = tmp_path / "edited.json"
     save_space(space, path)  # then overwrite with the edited serialisation
-    import json
-
     path.write_text(json.dumps(data))
-    return path
-
-
-def test_load_space_refuses_an_unknown_operator(tmp_path) -> None:
-    from safs_smac.space import load_space
-
-    def edit(hp: dict) -> None:
-        if hp["name"] == "act:00_a":
-            hp["choices"] = [*hp["choices"], "reluu"]
-
-    path = _space_file(tmp_path, edit)
-    with pytest.raises(ValueError, match=r"edited\.json'?: act:00_a offers the unknown operator"):
-        load_space(path)
-
-
-def test_load_space_refuses_a_negative_learning_rate_bound(tmp_path) -> None:
-    from safs_smac.space import load_space
-
-    def edit(hp: dict) -> None:
-        if hp["name"] == "ft:lr":
-            hp.update(lower=-0.1, log=False)
-
-    path = _space_file(tmp_path, edit)
-    with pytest.raises(ValueError, match=r"edited\.json'?: ft:lr has the range \[-0\.1, 0\.1\]"):
-        load_space(path)
-
-
-def test_load_space_refuses_an_unknown_finetuning_key(tmp_path) -> None:
-    from safs_smac.space import load_space
-
-    def edit(hp: dict) -> None:
-        if hp["name"] == "ft:label_smoothing":
-            hp["name"] = "ft:label_smooth"
-
-    path = _space_file(tmp_path, edit)
-    with pytest.raises(
-        ValueError, match=r"unknown fine-tuning key 'ft:label_smooth'.*did you mean"
-    ):
+    with pytest.raises(ValueError, match=match):
         load_space(path)
 
 

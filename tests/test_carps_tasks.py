@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from carps.utils.task import get_search_space_info
+from carps_configs import compose
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
@@ -25,19 +26,7 @@ from safs_smac.integrations.carps_tasks import (
     write_task_configs,
 )
 
-# carps' own get_search_space_info still calls ConfigSpace's deprecated getters.
-pytestmark = pytest.mark.filterwarnings("ignore:Please use `space.:DeprecationWarning")
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose(*overrides: str) -> Any:
-    """CARP-S's config composed in-process, found through the package's search-path plugin."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module(config_module="carps.configs", version_base=None):
-        return hydra_compose(config_name="base", overrides=list(overrides))
 
 
 def _same_but_version(a: str, b: str) -> bool:

@@ -198,6 +198,21 @@ def assert_traceable(split: Split, source_x: np.ndarray, source_y: np.ndarray) -
     return idx
 
 
+def assert_official_splits(
+    ds: Dataset,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+) -> None:
+    """``train`` and ``val`` partition the official training set; ``test`` is the official test
+    set, unchanged and in file order (labels as the loader should return them)."""
+    idx = np.concatenate([assert_traceable(s, train_x, train_y) for s in (ds.train, ds.val)])
+    assert sorted(idx) == list(range(len(train_x)))
+    np.testing.assert_array_equal(ds.test.x.numpy(), test_x)
+    np.testing.assert_array_equal(ds.test.y.numpy(), test_y)
+
+
 def class_counts(split: Split, num_classes: int) -> list[int]:
     return np.bincount(split.y.numpy(), minlength=num_classes).tolist()
 
@@ -533,10 +548,7 @@ def test_cifar10_roundtrip(cifar_root) -> None:
     assert ds.augment == "crop_flip"
     assert ds.mean == (0.4914, 0.4822, 0.4465) and ds.std == (0.2470, 0.2435, 0.2616)
     assert class_counts(ds.val, 10) == [3] * 10
-    idx = np.concatenate([assert_traceable(s, train_x, train_y) for s in (ds.train, ds.val)])
-    assert sorted(idx) == list(range(len(train_x)))
-    np.testing.assert_array_equal(ds.test.x.numpy(), test_x)
-    np.testing.assert_array_equal(ds.test.y.numpy(), test_y)
+    assert_official_splits(ds, train_x, train_y, test_x, test_y)
 
 
 def test_cifar10_root_may_be_the_batches_dir(cifar_root) -> None:
@@ -619,10 +631,7 @@ def test_imagenet16_all_classes(imagenet_root) -> None:
     # Labels become 0-based; the val split draws 2 of each of the 6 present classes.
     assert sorted(set(ds.val.y.tolist())) == [0, 1, 119, 120, 499, 999]
     assert class_counts(ds.val, 1000)[999] == 2
-    idx = np.concatenate([assert_traceable(s, train_x, train_y - 1) for s in (ds.train, ds.val)])
-    assert sorted(idx) == list(range(len(train_x)))
-    np.testing.assert_array_equal(ds.test.x.numpy(), test_x)
-    np.testing.assert_array_equal(ds.test.y.numpy(), test_y - 1)
+    assert_official_splits(ds, train_x, train_y - 1, test_x, test_y - 1)
 
 
 def test_imagenet16_120_keeps_first_120_classes(imagenet_root) -> None:

@@ -28,6 +28,7 @@ from carps.utils.task import (
     get_search_space_info,
 )
 from carps.utils.trials import TrialInfo, TrialValue
+from carps_configs import compose
 from ConfigSpace import (
     Categorical,
     ConfigurationSpace,
@@ -48,9 +49,6 @@ from safs_smac.integrations.carps import (
 from safs_smac.integrations.hpobench import SAFSBenchmark
 from safs_smac.optimizers import LAHC, run_optimizer
 
-# carps' own get_search_space_info still calls ConfigSpace's deprecated getters.
-pytestmark = pytest.mark.filterwarnings("ignore:Please use `space.:DeprecationWarning")
-
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "safs_smac" / "configs"
 TASKS = sorted(p.stem for p in (CONFIG_DIR / "task" / "SAFS").glob("*.yaml"))
@@ -60,18 +58,6 @@ TIE_BREAK = 0.5 / 64
 
 
 # ---------------------------------------------------------------------- helpers
-def compose(*overrides: str) -> Any:
-    """CARP-S's global config with the given overrides, composed in-process.
-
-    No ``hydra.searchpath``: the package's search-path plugin (hydra_plugins/) adds the configs.
-    """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-
-    with initialize_config_module(config_module="carps.configs", version_base=None):
-        return hydra_compose(config_name="base", overrides=list(overrides))
-
-
 def toy_space() -> ConfigurationSpace:
     space = ConfigurationSpace(seed=0)
     space.add(

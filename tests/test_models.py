@@ -31,6 +31,9 @@ EXPECTED_SITES = {"lenet5": 4, "mlp": 2, "vgg16": 13, "resnet18": 17, "efficient
 
 ACTIVATION_TYPES = (nn.ReLU, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.ELU)
 
+# Registration facts of the tiny test models (4x4 single-channel inputs, the default recipe).
+TINY_FACTS = {"default_activation": "relu", "in_channels": 1, "input_size": 4, "recipe": {}}
+
 
 def activation_calls(model: nn.Module) -> list[str]:
     """Targets of traced activation-module calls, in forward order, without excluded gates."""
@@ -188,14 +191,7 @@ def test_register_model_adds_a_model(monkeypatch):
     assert model(torch.randn(2, 1, 4, 4)).shape == (2, 3)
     assert model.fc1.out_features == 6
     with pytest.raises(ValueError, match="already registered"):
-        register_model(
-            "tiny_mlp",
-            default_activation="relu",
-            in_channels=1,
-            input_size=4,
-            num_classes=3,
-            recipe={},
-        )(tiny_mlp)
+        register_model("tiny_mlp", **TINY_FACTS, num_classes=3)(tiny_mlp)
 
 
 def test_other_activation_is_used_at_every_site():
@@ -331,14 +327,7 @@ def test_recipe_defaults_are_the_trainers_defaults():
 def test_a_model_is_found_by_name_or_by_its_constructor(monkeypatch):
     monkeypatch.setattr(models.registry, "_REGISTRY", models.registry._REGISTRY.copy())
 
-    @register_model(
-        default_activation="relu",
-        in_channels=1,
-        input_size=4,
-        num_classes=2,
-        recipe={},
-        dense_epochs=3,
-    )
+    @register_model(**TINY_FACTS, num_classes=2, dense_epochs=3)
     def Tiny_Net(*, num_classes, in_channels, input_size, activation):
         return models.MLP(in_channels * input_size**2, (3,), num_classes, activation=activation)
 
@@ -349,15 +338,7 @@ def test_a_model_is_found_by_name_or_by_its_constructor(monkeypatch):
     with pytest.raises(ValueError, match="not a registered model constructor"):
         create_model(models.MLP)
     with pytest.raises(ValueError, match="dense_epochs for model 'bad' must be an integer >= 0"):
-        register_model(
-            "bad",
-            default_activation="relu",
-            in_channels=1,
-            input_size=4,
-            num_classes=2,
-            recipe={},
-            dense_epochs=-1,
-        )(Tiny_Net)
+        register_model("bad", **TINY_FACTS, num_classes=2, dense_epochs=-1)(Tiny_Net)
 
 
 def test_problem_reads_dense_epochs_from_the_registration(make_problem, monkeypatch):

@@ -52,15 +52,8 @@ def test_with_space_derives_a_stage_without_touching_the_problem(make_problem, m
 def test_paper_protocol_runs_both_stages_and_reports_like_one_run(make_problem, tmp_path, capsys):
     problem = make_problem()
     out = tmp_path / "paper"
-    result = optimize(
-        problem,
-        protocol="paper",
-        n_trials=4,
-        stage1_epochs=1,
-        stage2_epochs=1,
-        output_dir=out,
-        progress=False,
-    )
+    run = {"protocol": "paper", "n_trials": 4, "stage1_epochs": 1, "stage2_epochs": 1}
+    result = optimize(problem, **run, output_dir=out, progress=False)
     first, second = result.stages["stage1"], result.stages["stage2"]
     # Stage 1 searched operators only, with unit scales frozen and the default recipe.
     assert all(k.startswith("act:") for k in first.incumbent)
@@ -91,10 +84,7 @@ def test_paper_protocol_runs_both_stages_and_reports_like_one_run(make_problem, 
     assert "SAFS (incumbent)" in report and "stage1: val" in report
     again = optimize(
         problem,
-        protocol="paper",
-        n_trials=4,
-        stage1_epochs=1,
-        stage2_epochs=1,
+        **run,
         output_dir=out,
         progress=False,
         callbacks=[lambda info, value: pytest.fail("a finished run ran a trial")],

@@ -72,15 +72,13 @@ def test_interrupted_run_resumes_without_repeating_trials(make_problem, tmp_path
 
     # Patch below the target function: SMAC hashes the target's code into the run's identity.
     monkeypatch.setattr(type(problem), "finetune", killed_during_third_trial)
+    run = {"n_trials": 4, "max_budget": 1, "output_dir": out, "progress": False}
     before = []
     with pytest.raises(KeyboardInterrupt):
         optimize(
             problem,
             "smac-hpo",
-            n_trials=4,
-            max_budget=1,
-            output_dir=out,
-            progress=False,
+            **run,
             callbacks=[lambda info, value: before.append(dict(info.config))],
         )
     assert len(before) == 2
@@ -89,13 +87,7 @@ def test_interrupted_run_resumes_without_repeating_trials(make_problem, tmp_path
 
     after = []
     result = optimize(
-        problem,
-        "smac-hpo",
-        n_trials=4,
-        max_budget=1,
-        output_dir=out,
-        progress=False,
-        callbacks=[lambda info, value: after.append(dict(info.config))],
+        problem, "smac-hpo", **run, callbacks=[lambda info, value: after.append(dict(info.config))]
     )
     assert len(result.trials) == 4
     assert len(after) == 2  # only the trials that had not finished ran
@@ -107,17 +99,10 @@ def test_interrupted_run_resumes_without_repeating_trials(make_problem, tmp_path
 def test_finished_run_is_returned_not_redone(make_problem, tmp_path, optimizer) -> None:
     problem = make_problem()
     out = tmp_path / "run"
-    first = optimize(problem, optimizer, n_trials=2, max_budget=1, output_dir=out, progress=False)
+    run = {"n_trials": 2, "max_budget": 1, "output_dir": out, "progress": False}
+    first = optimize(problem, optimizer, **run)
     calls = []
-    second = optimize(
-        problem,
-        optimizer,
-        n_trials=2,
-        max_budget=1,
-        output_dir=out,
-        progress=False,
-        callbacks=[lambda info, value: calls.append(info)],
-    )
+    second = optimize(problem, optimizer, **run, callbacks=[lambda info, value: calls.append(info)])
     assert calls == []
     assert second.final.test_accuracy == first.final.test_accuracy
     assert dict(second.incumbent) == dict(first.incumbent)
@@ -126,20 +111,13 @@ def test_finished_run_is_returned_not_redone(make_problem, tmp_path, optimizer) 
 def test_different_run_in_same_directory_is_refused(make_problem, tmp_path) -> None:
     problem = make_problem()
     out = tmp_path / "run"
-    optimize(problem, "random", n_trials=2, max_budget=1, output_dir=out, progress=False)
+    run = {"max_budget": 1, "output_dir": out, "progress": False}
+    optimize(problem, "random", n_trials=2, **run)
     before = (out / "summary.json").read_bytes()
     with pytest.raises(ValueError, match="holds a different run.*n_trials.*--overwrite"):
-        optimize(problem, "random", n_trials=3, max_budget=1, output_dir=out, progress=False)
+        optimize(problem, "random", n_trials=3, **run)
     assert (out / "summary.json").read_bytes() == before
-    result = optimize(
-        problem,
-        "random",
-        n_trials=3,
-        max_budget=1,
-        output_dir=out,
-        progress=False,
-        overwrite=True,
-    )
+    result = optimize(problem, "random", n_trials=3, **run, overwrite=True)
     assert len(result.trials) == 3
 
 

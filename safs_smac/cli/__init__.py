@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_TRIALS",
     "build_parser",
     "main",
+    "run_options",
     "run_problem",
 ]
 
@@ -88,6 +89,34 @@ def run_problem(args: argparse.Namespace, **overrides: Any) -> SAFSProblem:
     return SAFSProblem(args.model, args.dataset, **{**settings, **overrides})
 
 
+def run_options(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    """The keywords ``safs-smac run`` passes to :func:`~safs_smac.search.optimize` besides the
+    problem and the optimizer; ``overrides`` replace some (benchmarks vary the seed or the
+    directory)."""
+    options = {
+        "protocol": args.protocol,
+        "stage1_trials": args.stage1_trials,
+        "stage1_epochs": args.stage1_epochs,
+        "stage2_trials": args.stage2_trials,
+        "stage2_epochs": args.stage2_epochs,
+        "n_trials": args.n_trials,
+        "walltime": args.walltime,
+        "min_budget": args.min_budget,
+        "max_budget": args.max_budget,
+        "seed": args.seed,
+        "n_workers": args.n_workers,
+        "scheduler_file": args.scheduler_file,
+        "trial_walltime_limit": args.trial_walltime,
+        "trial_memory_limit": args.trial_memory,
+        "overwrite": args.overwrite,
+        "wait": args.wait,
+        "eta": args.eta,
+        "intensifier": args.intensifier,
+        "progress": not args.no_progress,
+    }
+    return {**options, **overrides}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from safs_smac.search import optimize, run_label
 
@@ -99,30 +128,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{'' if args.prune_schedule == 'one-shot' else '-' + args.prune_schedule}"
         f"_{label}_s{args.seed}"
     )
-    result = optimize(
-        problem,
-        args.optimizer,
-        protocol=args.protocol,
-        stage1_trials=args.stage1_trials,
-        stage1_epochs=args.stage1_epochs,
-        stage2_trials=args.stage2_trials,
-        stage2_epochs=args.stage2_epochs,
-        n_trials=args.n_trials,
-        walltime=args.walltime,
-        min_budget=args.min_budget,
-        max_budget=args.max_budget,
-        seed=args.seed,
-        output_dir=output_dir,
-        n_workers=args.n_workers,
-        scheduler_file=args.scheduler_file,
-        trial_walltime_limit=args.trial_walltime,
-        trial_memory_limit=args.trial_memory,
-        overwrite=args.overwrite,
-        wait=args.wait,
-        eta=args.eta,
-        intensifier=args.intensifier,
-        progress=not args.no_progress,
-    )
+    result = optimize(problem, args.optimizer, **run_options(args, output_dir=output_dir))
     print()
     print(
         f"{problem.model_name} on {problem.dataset_name}, {problem.pruning} "
@@ -169,13 +175,12 @@ def _cmd_space(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from safs_smac.report import (
         format_table,
-        load_summary,
         plot_dnr,
         plot_trajectory,
         read_trials,
         trajectory_references,
     )
-    from safs_smac.runs.results import trusted_trials
+    from safs_smac.runs.results import load_summary, trusted_trials
 
     summary = load_summary(args.output_dir)
     # Checked against the run history: a truncated results.csv is rebuilt, never trusted.

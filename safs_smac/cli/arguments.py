@@ -297,22 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=fmt,
     )
     space.add_argument("--model", default="lenet5", help="zoo model (see `safs-smac run --help`)")
-    space.add_argument(
-        "--stage",
-        default="joint",
-        choices=["joint", "operators", "scales_hpo"],
-        help="space variant",
-    )
-    space.add_argument(
-        "--granularity", default="layer", choices=["layer", "network"], help="per-site or shared"
-    )
+    _add_space_arguments(space)
     space.add_argument("--flat", action="store_true", help="condition-free variant")
-    space.add_argument(
-        "--operators",
-        type=_operator_list,
-        default=None,
-        help="comma-separated operator set (default: the SAFS set + the model's default)",
-    )
     space.add_argument("--format", default="json", choices=["json", "yaml"], help="output format")
     space.add_argument("--output", type=Path, default=None, help="file to write (default: stdout)")
 
@@ -324,6 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("output_dir", type=Path, help="run directory of `safs-smac run`")
     return parser
+
+
+def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that choose the search space, the same for ``run`` and ``space``."""
+    parser.add_argument(
+        "--stage",
+        default="joint",
+        choices=["joint", "operators", "scales_hpo"],
+        help="space variant",
+    )
+    parser.add_argument(
+        "--granularity", default="layer", choices=["layer", "network"], help="per-site or shared"
+    )
+    parser.add_argument(
+        "--operators",
+        type=_operator_list,
+        default=None,
+        help="comma-separated operator set (default: the SAFS set + the model's default)",
+    )
 
 
 def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
@@ -357,18 +362,7 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
         help="trial cost: accuracy (1 - val accuracy, ties broken by val loss) or error "
         "(plain 1 - val accuracy, as in the paper)",
     )
-    parser.add_argument(
-        "--stage", default="joint", choices=["joint", "operators", "scales_hpo"], help="space"
-    )
-    parser.add_argument(
-        "--granularity", default="layer", choices=["layer", "network"], help="per-site or shared"
-    )
-    parser.add_argument(
-        "--operators",
-        type=_operator_list,
-        default=None,
-        help="comma-separated operator set (default: the SAFS set + the model's default)",
-    )
+    _add_space_arguments(parser)
     parser.add_argument(
         "--search-rate",
         type=_rate_range,

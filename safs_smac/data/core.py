@@ -3,7 +3,8 @@
 Every data set is a :class:`Dataset`: three :class:`Split` objects of uint8 ``N x C x H x W``
 images and int64 labels, plus normalisation statistics and the augmentation to apply. A registered
 loader returns :class:`RawData` (the official splits); :func:`load_dataset` applies the split
-protocol (see :mod:`safs_smac.data`). Imports numpy, torch and :mod:`safs_smac.registry`.
+protocol (see :mod:`safs_smac.data`, which re-exports every public name here and lists them in
+its ``__all__``). Imports numpy, torch and :mod:`safs_smac.registry`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,6 @@ import numpy as np
 import torch
 
 from safs_smac.registry import Registry
-
-__all__ = [
-    "AUGMENTATIONS",
-    "Dataset",
-    "Loader",
-    "RawData",
-    "Split",
-    "list_datasets",
-    "load_dataset",
-    "register_dataset",
-]
 
 AUGMENTATIONS: tuple[str, ...] = ("crop_flip",)
 """Augmentation names the training loop implements (``Dataset.augment`` is one of these or None)."""

@@ -3,9 +3,10 @@
 Every CARP-S task yaml embeds its configuration space (``ConfigurationSpace.from_serialized_dict``
 with the serialised space) and states the space's metadata (``dimensions``, ...). The SAFS tasks
 do the same: :data:`TASKS` lists them, :func:`task_config` builds one task's config from a
-:class:`~safs_smac.integrations.carps.SAFSObjectiveFunction` (so the embedded space is exactly the
-objective's) and :func:`write_task_configs` writes them all. ``tests/test_carps_tasks.py`` fails
-when a shipped file differs from what this module builds; regenerate them with::
+:class:`~safs_smac.integrations.carps_objective.SAFSObjectiveFunction` (so the embedded space is
+exactly the objective's) and :func:`write_task_configs` writes them all.
+``tests/test_carps_tasks.py`` fails when a shipped file differs from what this module builds;
+regenerate them with::
 
     python -m safs_smac.integrations.carps_tasks          # rewrites safs_smac/configs/task/SAFS
 
@@ -17,20 +18,22 @@ than the one the task embeds, so a run's recorded config never misdescribes it.
 
 Importing this module imports ``carps.utils.task``, which configures logging (CARP-S's
 ``basicConfig``); :mod:`safs_smac.integrations.carps` therefore imports it only when a task is
-built. Needs the ``carps`` extra. Imports carps, omegaconf, :mod:`safs_smac.integrations.carps`
-and :mod:`safs_smac._io`.
+built (through :func:`make_task`, defined here). Needs the ``carps`` extra. Imports carps,
+omegaconf, :mod:`safs_smac.integrations.carps_objective`, :mod:`safs_smac.problem` and
+:mod:`safs_smac._io`; never :mod:`safs_smac.integrations.carps`, which imports this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 try:
-    from carps.utils.task import Task, get_search_space_info
+    from carps.utils import task as carps_task
 except ImportError as err:
     raise ImportError(
         f"safs_smac.integrations.carps_tasks needs CARP-S ({err}); "
@@ -38,13 +41,13 @@ except ImportError as err:
     ) from err
 
 from safs_smac._io import atomic_write_text
-from safs_smac.integrations.carps import (
+from safs_smac.integrations.carps_objective import (
     BENCHMARK_ID,
     FIDELITY_TYPE,
     OBJECTIVE,
     SAFSObjectiveFunction,
-    make_task,
 )
+from safs_smac.problem import SAFSProblem
 
 __all__ = [
     "TASKS",
@@ -52,6 +55,7 @@ __all__ = [
     "SAFSTask",
     "TaskSpec",
     "check_task",
+    "make_task",
     "task_config",
     "task_names",
     "task_yaml",
@@ -73,7 +77,7 @@ _SYNTHETIC_SMOKE = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SAFSTask(Task):
+class SAFSTask(carps_task.Task):
     """A CARP-S ``Task`` around a :class:`SAFSObjectiveFunction` that checks itself on creation.
 
     Same fields as ``carps.utils.task.Task``; creating one runs :func:`check_task`, so a task
@@ -85,7 +89,7 @@ class SAFSTask(Task):
         check_task(self)
 
 
-def check_task(task: Task) -> None:
+def check_task(task: carps_task.Task) -> None:
     """Raise ``ValueError`` unless ``task`` describes its SAFS objective truthfully.
 
     Checked: the configuration space the task embeds is the one the objective builds; the
@@ -108,7 +112,7 @@ def check_task(task: Task) -> None:
             f"{_describe(built)} one: settings that change the space are tasks of their own, "
             f"not overrides. {_other_task(task.name, problem.granularity)}"
         )
-    info = get_search_space_info(embedded)
+    info = carps_task.get_search_space_info(embedded)
     stated = {key: getattr(task.metadata, key) for key in info}
     wrong = {key: (stated[key], value) for key, value in info.items() if stated[key] != value}
     if wrong:
@@ -141,6 +145,76 @@ def check_task(task: Task) -> None:
         )
 
 
+def make_task(
+    objective_function: SAFSObjectiveFunction | SAFSProblem,
+    *,
+    n_trials: int | None = None,
+    time_budget: float | None = None,
+    multi_fidelity: bool = False,
+    min_budget: float = 1,
+    seed: int | None = None,
+    name: str | None = None,
+    n_workers: int = 1,
+) -> SAFSTask:
+    """A CARP-S task (:class:`SAFSTask`) for a SAFS objective, as the Hydra task configs build it.
+
+    Parameters
+    ----------
+    objective_function
+        The objective, or a problem to wrap with :class:`SAFSObjectiveFunction` defaults.
+    n_trials, time_budget
+        CARP-S optimisation resources: trials (full-budget equivalents for multi-fidelity tasks)
+        and/or wall-clock minutes; at least one is required.
+    multi_fidelity
+        Expose fine-tuning epochs as the fidelity, from ``min_budget`` to the problem's
+        ``max_budget``; otherwise every trial runs ``max_budget`` epochs.
+    seed, name, n_workers
+        The task's seed, name (default ``"<model>_<dataset>"``, ``"_mf"`` appended when
+        multi-fidelity) and parallel workers.
+    """
+    if isinstance(objective_function, SAFSProblem):
+        objective_function = SAFSObjectiveFunction(objective_function)
+    problem = objective_function.problem
+    if multi_fidelity and not 0 < min_budget <= problem.max_budget:
+        raise ValueError(
+            f"min_budget must satisfy 0 < min_budget <= max_budget ({problem.max_budget}), got "
+            f"{min_budget}; lower min_budget or raise the problem's max_budget"
+        )
+    if n_trials is None and time_budget is None:
+        raise ValueError("a CARP-S task needs n_trials or time_budget (minutes); pass one")
+    if name is None:
+        name = f"{problem.model_name}_{problem.dataset_name}" + ("_mf" if multi_fidelity else "")
+    fidelity = (
+        carps_task.FidelitySpace(
+            is_multifidelity=True,
+            fidelity_type=FIDELITY_TYPE,
+            min_fidelity=min_budget,
+            max_fidelity=problem.max_budget,
+        )
+        if multi_fidelity
+        else carps_task.FidelitySpace(is_multifidelity=False)
+    )
+    configspace = objective_function.configspace
+    return SAFSTask(
+        name=name,
+        objective_function=objective_function,
+        input_space=carps_task.InputSpace(configuration_space=configspace, fidelity_space=fidelity),
+        output_space=carps_task.OutputSpace(n_objectives=1, objectives=(OBJECTIVE,)),
+        optimization_resources=carps_task.OptimizationResources(
+            n_trials=n_trials, time_budget=time_budget, n_workers=n_workers
+        ),
+        metadata=carps_task.TaskMetadata(
+            has_constraints=False,
+            domain="DL",
+            objective_function_approximation="real",
+            has_virtual_time=False,
+            deterministic=objective_function.trial_seed is not None,
+            **carps_task.get_search_space_info(configspace),
+        ),
+        seed=seed,
+    )
+
+
 def _other_task(name: str, granularity: str) -> str:
     """How to get a task for the space an override asked for: the shipped variant, if any."""
     multi_fidelity = name.endswith("_mf")
@@ -156,7 +230,7 @@ def _other_task(name: str, granularity: str) -> str:
 
 
 def _describe(space: Any) -> str:
-    return f"{get_search_space_info(space)['dimensions']}-dimensional {space.name!r}"
+    return f"{carps_task.get_search_space_info(space)['dimensions']}-dimensional {space.name!r}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,13 +359,9 @@ def _variant_name(base: str, granularity: str, multi_fidelity: bool) -> str:
     return base + network + ("_mf" if multi_fidelity else "")
 
 
-def _task_name(spec: TaskSpec, granularity: str, multi_fidelity: bool) -> str:
-    return _variant_name(spec.name, granularity, multi_fidelity)
-
-
 def task_names(specs: Sequence[TaskSpec] = TASKS) -> list[str]:
     """Names of every task of ``specs``, in the order :func:`write_task_configs` writes them."""
-    return [_task_name(s, g, mf) for s in specs for g, mf in _variants()]
+    return [_variant_name(s.name, g, mf) for s in specs for g, mf in _variants()]
 
 
 def task_config(
@@ -304,7 +374,7 @@ def task_config(
     """
     from carps.utils.generate_tasks import get_dict_input_space, get_dict_metadata
 
-    name = _task_name(spec, granularity, multi_fidelity)
+    name = _variant_name(spec.name, granularity, multi_fidelity)
     settings = {**_COMMON, **spec.problem, "granularity": granularity}
     kwargs = {k: settings[k] for k in _ORDER if k in settings}
     kwargs.update({k: v for k, v in settings.items() if k not in kwargs})
@@ -382,20 +452,10 @@ def task_yaml(spec: TaskSpec, *, granularity: str = "layer", multi_fidelity: boo
         "($SAFS_SMAC_CACHE or ~/.cache/safs-smac).",
     ]
     run = f"Run: python -m carps.run +optimizer/{optimizer} +task/{BENCHMARK_ID}={name} seed=1"
-    header = ["@package _global_", *(line for text in paragraphs for line in _wrap(text)), run]
+    wrapped = (ln for text in paragraphs for ln in textwrap.wrap(text, 96, break_on_hyphens=False))
+    header = ["@package _global_", *wrapped, run]
     body = OmegaConf.to_yaml(OmegaConf.create(cfg), sort_keys=False)
     return "".join(f"# {line}\n" for line in header) + body
-
-
-def _wrap(text: str, width: int = 96) -> list[str]:
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return [*lines, line] if line else lines
 
 
 def write_task_configs(
@@ -411,7 +471,7 @@ def write_task_configs(
     for spec in specs:
         for granularity, multi_fidelity in _variants():
             text = task_yaml(spec, granularity=granularity, multi_fidelity=multi_fidelity)
-            path = directory / f"{_task_name(spec, granularity, multi_fidelity)}.yaml"
+            path = directory / f"{_variant_name(spec.name, granularity, multi_fidelity)}.yaml"
             atomic_write_text(path, text)
             written.append(path)
     return written

@@ -37,6 +37,7 @@ __all__ = [
     "SearchResult",
     "concat_stage_trials",
     "load_result",
+    "load_summary",
     "plain_config",
     "trusted_trials",
     "write_result",
@@ -239,6 +240,23 @@ def load_result(output_dir: str | Path) -> SearchResult:
         prune_epochs=int(summary.get("prune_epochs") or 0),
         pruning=summary.get("pruning"),
         chance=summary.get("chance"),
+    )
+
+
+def load_summary(run_dir: str | Path) -> dict[str, Any]:
+    """``summary.json`` of a finished run, with a clear error when the directory is not one."""
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} holds no finished safs-smac run (no summary.json); "
+            "pass the --output-dir of a completed `safs-smac run`"
+        )
+    # The search's state is intact: the run's own command retrains and rewrites the file.
+    return read_state(
+        path,
+        "the run's results",
+        keys=("dense", "baseline", "incumbent"),
+        fix="rerun the `safs-smac run` command of this run to write it again",
     )
 
 

@@ -20,19 +20,7 @@ from smac import Scenario
 from smac.runhistory import RunHistory, StatusType
 
 from safs_smac._io import atomic_path, atomic_write_json
-from safs_smac.integrations.optuna.sampling import (
-    CONFIG_ATTR,
-    JOURNAL_FILE,
-    RUN_NAME,
-    RUNGS_ATTR,
-    SETTINGS_ATTR,
-    ForbiddenConfigurationError,
-    _check_sampler,
-    _fail_forbidden,
-    _positive_int,
-    _too_many_forbidden,
-    suggest_config,
-)
+from safs_smac.integrations.optuna import sampling
 from safs_smac.optimizers.neighbours import plain_values
 from safs_smac.problem import WORST_COST, SAFSProblem
 from safs_smac.runs import RunLock, check_identity, read_state
@@ -120,7 +108,7 @@ def _evaluate_rungs(
         epochs_run += int(info.get("epochs", rung))
         status = StatusType.SUCCESS if math.isfinite(cost) else StatusType.CRASHED
         records.append(_record(rung, cost, status, start, cpu_start, seed, info))
-        trial.set_user_attr(RUNGS_ATTR, records)
+        trial.set_user_attr(sampling.RUNGS_ATTR, records)
         if status != StatusType.SUCCESS:
             trial.set_user_attr("reason", f"non-finite cost {cost} at budget {rung}")
             state = TrialState.FAIL
@@ -135,7 +123,7 @@ def _evaluate_rungs(
             records[-1]["pruned"] = True
             state = TrialState.PRUNED
             break
-    trial.set_user_attr(RUNGS_ATTR, records)
+    trial.set_user_attr(sampling.RUNGS_ATTR, records)
     trial.set_user_attr("epochs_run", epochs_run)
     trial.set_user_attr("budget_reached", records[-1]["budget"] if records else 0)
     return state, value
@@ -176,11 +164,11 @@ def study_runhistory(study: optuna.study.Study, configspace: ConfigurationSpace)
     runhistory = RunHistory()
     origin = f"optuna: {type(study.sampler).__name__}"
     for trial in sorted(study.trials, key=lambda t: t.number):
-        if not _finished(trial) or CONFIG_ATTR not in trial.user_attrs:
+        if not _finished(trial) or sampling.CONFIG_ATTR not in trial.user_attrs:
             continue
-        values = trial.user_attrs[CONFIG_ATTR]
+        values = trial.user_attrs[sampling.CONFIG_ATTR]
         config = Configuration(configspace, values=values, origin=origin)
-        for record in trial.user_attrs.get(RUNGS_ATTR, []):
+        for record in trial.user_attrs.get(sampling.RUNGS_ATTR, []):
             status = StatusType(record["status"])
             cost = record["cost"]
             runhistory.add(
@@ -232,7 +220,7 @@ def _save_scenario(
     """``scenario.json`` (and ``configspace.json``) as SMAC writes them, for DeepCAVE's reader."""
     scenario = Scenario(
         problem.configspace,
-        name=RUN_NAME,  # SMAC's directory layout: <output_dir>/optuna/<seed>/
+        name=sampling.RUN_NAME,  # SMAC's directory layout: <output_dir>/optuna/<seed>/
         output_directory=output_dir,
         deterministic=True,
         n_trials=n_trials,
@@ -255,7 +243,7 @@ def _save_runhistory(runhistory: RunHistory, path: Path) -> None:
 
 # ---------------------------------------------------------------------- study runner
 def _same_settings(study: optuna.Study, settings: dict[str, Any]) -> bool:
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    stored = study.user_attrs.get(sampling.SETTINGS_ATTR)
     return stored is None or check_identity(stored, settings).same
 
 
@@ -338,7 +326,7 @@ def run_optuna(
         raise ValueError(f"n_trials must be a non-negative int, got {n_trials!r}")
     if not walltime > 0:
         raise ValueError(f"walltime must be positive seconds, got {walltime!r}; pass e.g. 3600")
-    max_forbidden = _positive_int(max_forbidden, "max_forbidden")
+    max_forbidden = sampling._positive_int(max_forbidden, "max_forbidden")
     if pruner is None:
         pruner = optuna.pruners.NopPruner()
     elif not isinstance(pruner, optuna.pruners.BasePruner):
@@ -347,18 +335,18 @@ def run_optuna(
             "optuna.pruners.MedianPruner()"
         )
     if sampler is not None:
-        _check_sampler(sampler, seed)
+        sampling._check_sampler(sampler, seed)
     space = problem.configspace
     steps = _check_rungs(rungs, pruner, problem.max_budget)
     seed = int(seed)
-    study_name = f"safs-{RUN_NAME}-{seed}" if study_name is None else str(study_name)
-    run_dir = Path(output_dir) / RUN_NAME / str(seed)
+    study_name = f"safs-{sampling.RUN_NAME}-{seed}" if study_name is None else str(study_name)
+    run_dir = Path(output_dir) / sampling.RUN_NAME / str(seed)
     # One process per run directory, as for every other run (safs_smac.runs).
     with RunLock(run_dir):
         runhistory_path = run_dir / "runhistory.json"
-        journal = run_dir / JOURNAL_FILE
+        journal = run_dir / sampling.JOURNAL_FILE
         optimizer_meta = {
-            "name": RUN_NAME,
+            "name": sampling.RUN_NAME,
             "seed": seed,
             "budget": None,
             "sampler": "TPESampler" if sampler is None else type(sampler).__name__,
@@ -414,7 +402,7 @@ def run_optuna(
         )
         if sampler is None:
             study.sampler = optuna.samplers.TPESampler(seed=_derived_seed(seed, len(study.trials)))
-        study.set_user_attr(SETTINGS_ATTR, settings)
+        study.set_user_attr(sampling.SETTINGS_ATTR, settings)
         atomic_write_json(run_dir / "run.json", settings)
         _save_scenario(problem, Path(output_dir), seed, n_trials, steps, optimizer_meta)
         save_space(space, run_dir / "configspace.json")  # what load_runhistory needs
@@ -430,15 +418,15 @@ def run_optuna(
                 break
             trial = study.ask()
             try:
-                config = suggest_config(trial, space)
-            except ForbiddenConfigurationError as err:
-                _fail_forbidden(study, trial, err)
+                config = sampling.suggest_config(trial, space)
+            except sampling.ForbiddenConfigurationError as err:
+                sampling._fail_forbidden(study, trial, err)
                 forbidden_in_a_row += 1
                 if forbidden_in_a_row >= max_forbidden:
-                    raise RuntimeError(_too_many_forbidden(max_forbidden, space)) from err
+                    raise RuntimeError(sampling._too_many_forbidden(max_forbidden, space)) from err
                 continue
             forbidden_in_a_row = 0
-            trial.set_user_attr(CONFIG_ATTR, plain_values(config))
+            trial.set_user_attr(sampling.CONFIG_ATTR, plain_values(config))
             state, value = _evaluate_rungs(problem, trial, config, seed, steps)
             if state == TrialState.COMPLETE:
                 study.tell(trial, value)
