@@ -1,20 +1,26 @@
-"""Budget continuation in the default main job: fine-tuning epochs run against epochs budgeted.
+"""The default main job before and after issue 11: epochs run against budgeted, trials per minute.
 
-For every seed the default main job (``safs-smac run``'s defaults, read from its own parser:
-LeNet-5 on MNIST-5k, gradual pruning to 99%, staged SMAC-MF with 40 trials, rungs of 3 and 9
-epochs) runs twice side by side in one process through the public ``safs_smac.optimize`` API:
-once with ``SAFSProblem(continue_trials=False)`` (every trial fine-tunes from the pruned network)
-and once with continuation on (a promoted trial continues from the state its lower rung left). Both
-share one cache directory, so the dense and pruned checkpoints are built once per seed; the order of
-the two runs alternates with the seed so that neither always meets a warmer machine.
+For every seed the default main job (``safs-smac run``'s settings, read from its own parser:
+LeNet-5 on MNIST-5k, gradual pruning to 99%, staged SMAC-MF with 40 trials) runs side by side in
+one process through the public ``safs_smac.optimize`` API, once per arm:
 
-Per run it records the search's work (``summary.json``'s ``work``: epochs budgeted and run, search
-seconds), the incumbent's validation and test accuracy after the final retraining, and whether the
-two runs made the same trials with the same costs (continuation is bit-for-bit on CPU, so SMAC
-should propose exactly the same configurations). It prints a table per seed, mean ± std over seeds
-and paired Wilcoxon signed-rank p-values (scipy), and writes ``runs.csv``, ``table.md`` and
-``meta.json`` to ``--out``. Goal (issue 11): epochs run <= 0.75x epochs budgeted at the same
-incumbent quality.
+* ``before``: the main job as it was when issue 11 was filed: Hyperband with eta 3 (rungs 3 and
+  9 epochs), every trial fine-tuned from the pruned network (``continue_trials=False``), SMAC's
+  surrogate as shipped (``smac_compat.SURROGATE_PATCHES`` off);
+* ``now``: today's defaults: successive halving with eta 2 (rungs 2.25, 4.5 and 9 epochs), a
+  promoted trial continues from the state its lower rung left, SMAC's surrogate in this thread
+  with bounded trees;
+* ``now-off`` (only with ``--arms``): today's defaults without continuation; its trials must
+  equal ``now``'s (continuation is bit for bit on CPU).
+
+All arms share one cache directory, so the dense and pruned checkpoints are built once per seed;
+the order of the arms rotates with the seed so that none always meets a warmer machine. Per run
+it records the search's work (``summary.json``'s ``work``: epochs budgeted and run, search and
+target seconds), trials per minute of search, and the incumbent's validation and test accuracy
+after the final retraining. It prints a table per seed, mean ± std over seeds and paired
+Wilcoxon signed-rank p-values (scipy) against ``before``, and writes ``runs.csv``, ``table.md``
+and ``meta.json`` to ``--out``. Goals (issue 11): epochs run <= 0.75x epochs budgeted at the same
+incumbent quality; trials per minute >= 2x.
 
     nice python benchmarks/continuation.py --threads 1            # 5 seeds, the README's figures
     python benchmarks/continuation.py --quick --out /tmp/cont     # smoke test: synthetic data
@@ -37,6 +43,7 @@ import pandas as pd
 import torch
 from _common import pm, wilcoxon_p, write_json, write_text
 
+from safs_smac import smac_compat
 from safs_smac.cli import build_parser, run_options, run_problem
 from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
@@ -58,9 +65,16 @@ QUICK_RUN_ARGS = [
 ]
 QUICK_DATASET = {"n_train": 128, "n_val": 64, "n_test": 64, "num_classes": 4, "channels": 1}
 
+# arm -> (continue_trials, optimize() keywords, SMAC surrogate patches on)
+ARMS: dict[str, tuple[bool, dict[str, Any], bool]] = {
+    "before": (False, {"intensifier": "hyperband", "eta": 3}, False),
+    "now": (True, {}, True),
+    "now-off": (False, {}, True),
+}
+
 COLUMNS = [
     "seed",
-    "continuation",
+    "arm",
     "epochs_budgeted",
     "epochs_run",
     "ratio",
@@ -68,6 +82,8 @@ COLUMNS = [
     "epochs_continued",
     "search_seconds",
     "target_seconds",
+    "overhead_share",
+    "trials_per_minute",
     "total_seconds",
     "n_trials",
     "incumbent_cost",
@@ -101,12 +117,13 @@ def make_problem(
 def run_main_job(
     args: argparse.Namespace,
     seed: int,
+    arm: str,
     *,
-    continuation: bool,
     work_dir: Path,
     dataset_kwargs: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """One main job (``optimize`` with the CLI's settings); returns its row of ``runs.csv``."""
+    """One main job (``optimize`` with the CLI's and ``arm``'s settings); its ``runs.csv`` row."""
+    continuation, keywords, patched = ARMS[arm]
     problem = make_problem(
         args,
         seed,
@@ -116,21 +133,24 @@ def run_main_job(
     )
     problem.pruned_checkpoint()  # built (or loaded) outside the timed search
     problem.release_continuations()  # states an interrupted earlier invocation left behind
-    label = "on" if continuation else "off"
-    start = time.perf_counter()
     options = run_options(
-        args, seed=seed, output_dir=work_dir / f"s{seed}_{label}", progress=False, overwrite=True
+        args, seed=seed, output_dir=work_dir / f"s{seed}_{arm}", progress=False, overwrite=True
     )
-    result = optimize(problem, args.optimizer, **options)
+    smac_compat.SURROGATE_PATCHES.update(in_this_thread=patched, bounded_trees=patched)
+    start = time.perf_counter()
+    try:
+        result = optimize(problem, args.optimizer, **{**options, **keywords})
+    finally:
+        smac_compat.SURROGATE_PATCHES.update(in_this_thread=True, bounded_trees=True)
     total = time.perf_counter() - start
-    # What search.py's run end will do: the states are only useful while the run searches.
+    # What a search's end does: the states are only useful while the run searches.
     states_bytes = problem.continuation_bytes()
     problem.release_continuations()
     work = result.summary()["work"]
     trials = result.trials
     return {
         "seed": seed,
-        "continuation": label,
+        "arm": arm,
         "epochs_budgeted": work["epochs_budgeted"],
         "epochs_run": work["epochs_run"],
         "ratio": work["epochs_run"] / work["epochs_budgeted"],
@@ -138,6 +158,8 @@ def run_main_job(
         "epochs_continued": work.get("epochs_continued", 0.0),
         "search_seconds": work["search_seconds"],
         "target_seconds": work["target_seconds"],
+        "overhead_share": work["overhead_share"],
+        "trials_per_minute": 60 * len(trials) / work["search_seconds"],
         "total_seconds": total,
         "n_trials": len(trials),
         "incumbent_cost": result.incumbent_cost,
@@ -155,58 +177,79 @@ def _mean_std(values: pd.Series, scale: float = 1.0, digits: int = 2) -> str:
     return pm(values.astype(float), scale=scale, digits=digits)
 
 
-def _wilcoxon(on: pd.Series, off: pd.Series) -> str:
-    diff = on.to_numpy(dtype=float) - off.to_numpy(dtype=float)
+def _wilcoxon(new: pd.Series, old: pd.Series) -> str:
+    diff = new.to_numpy(dtype=float) - old.to_numpy(dtype=float)
     if (diff == 0).all():
         return "identical in every seed"
     p = wilcoxon_p(diff)
     return "n/a (fewer than two differing seeds)" if math.isnan(p) else f"{p:.3f}"
 
 
+# (label, column, scale, digits) of the mean ± std table
+MEASURES = (
+    ("epochs run / budgeted", "ratio", 1.0, 3),
+    ("epochs budgeted", "epochs_budgeted", 1.0, 1),
+    ("epochs run", "epochs_run", 1.0, 1),
+    ("search seconds", "search_seconds", 1.0, 1),
+    ("trials per minute of search", "trials_per_minute", 1.0, 1),
+    ("overhead share of the search %", "overhead_share", 100.0, 1),
+    ("incumbent val %", "val_accuracy", 100.0, 2),
+    ("incumbent test %", "test_accuracy", 100.0, 2),
+)
+
+
 def summarise(runs: pd.DataFrame) -> str:
-    """Markdown: one row per seed, mean ± std over seeds, paired tests (on against off)."""
-    off = runs[runs["continuation"] == "off"].set_index("seed").sort_index()
-    on = runs[runs["continuation"] == "on"].set_index("seed").sort_index()
-    seeds = [s for s in off.index if s in on.index]
-    off, on = off.loc[seeds], on.loc[seeds]
+    """Markdown: one row per seed and arm, mean ± std over seeds, paired tests against before."""
+    arms = [arm for arm in ARMS if arm in set(runs["arm"])]
+    by_arm = {arm: runs[runs["arm"] == arm].set_index("seed").sort_index() for arm in arms}
+    seeds = sorted(set.intersection(*(set(frame.index) for frame in by_arm.values())))
+    by_arm = {arm: frame.loc[seeds] for arm, frame in by_arm.items()}
     lines = [
         f"{len(seeds)} seed(s): {', '.join(map(str, seeds))}",
         "",
-        "| seed | epochs budgeted | epochs run, off | epochs run, on | ratio on | search s off "
-        "| search s on | val % off | val % on | same trials and costs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| seed | arm | epochs run / budgeted | ratio | search s | trials/min | overhead % "
+        "| val % | test % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for seed in seeds:
-        a, b = off.loc[seed], on.loc[seed]
+        for arm, frame in by_arm.items():
+            row = frame.loc[seed]
+            lines.append(
+                f"| {seed} | {arm} | {row['epochs_run']:g} / {row['epochs_budgeted']:g} "
+                f"| {row['ratio']:.3f} | {row['search_seconds']:.1f} "
+                f"| {row['trials_per_minute']:.1f} | {100 * row['overhead_share']:.1f} "
+                f"| {100 * row['val_accuracy']:.2f} | {100 * row['test_accuracy']:.2f} |"
+            )
+    others = [arm for arm in arms if arm != "before"]
+    header = " | ".join(f"{arm} (mean ± std)" for arm in arms)
+    tests = " | ".join(f"{arm} vs before: paired Wilcoxon p" for arm in others)
+    lines += ["", f"| measure | {header} | {tests} |", "|---" * (1 + len(arms) + len(others)) + "|"]
+    for label, column, scale, digits in MEASURES:
+        cells = [_mean_std(by_arm[arm][column], scale, digits) for arm in arms]
+        if "before" in by_arm:
+            cells += [_wilcoxon(by_arm[arm][column], by_arm["before"][column]) for arm in others]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if "before" in by_arm and "now" in by_arm:
+        speed = by_arm["now"]["trials_per_minute"] / by_arm["before"]["trials_per_minute"]
+        epochs = by_arm["now"]["epochs_run"] / by_arm["before"]["epochs_run"]
         lines.append(
-            f"| {seed} | {b['epochs_budgeted']:g} | {a['epochs_run']:g} | {b['epochs_run']:g} "
-            f"| {b['ratio']:.3f} | {a['search_seconds']:.1f} | {b['search_seconds']:.1f} "
-            f"| {100 * a['val_accuracy']:.2f} | {100 * b['val_accuracy']:.2f} "
-            f"| {'yes' if a['trials_key'] == b['trials_key'] else 'no'} |"
+            f"Per seed, now / before: trials per minute {_mean_std(speed, digits=2)}x, epochs run "
+            f"{_mean_std(epochs, digits=2)}x."
         )
-    lines += [
-        "",
-        "| measure | off (mean ± std) | on (mean ± std) | paired Wilcoxon p |",
-        "|---|---|---|---|",
-        f"| epochs run / budgeted | {_mean_std(off['ratio'], digits=3)} "
-        f"| {_mean_std(on['ratio'], digits=3)} | {_wilcoxon(on['ratio'], off['ratio'])} |",
-        f"| epochs run | {_mean_std(off['epochs_run'], digits=1)} "
-        f"| {_mean_std(on['epochs_run'], digits=1)} "
-        f"| {_wilcoxon(on['epochs_run'], off['epochs_run'])} |",
-        f"| search seconds | {_mean_std(off['search_seconds'], digits=1)} "
-        f"| {_mean_std(on['search_seconds'], digits=1)} "
-        f"| {_wilcoxon(on['search_seconds'], off['search_seconds'])} |",
-        f"| incumbent val % | {_mean_std(off['val_accuracy'], 100)} "
-        f"| {_mean_std(on['val_accuracy'], 100)} "
-        f"| {_wilcoxon(on['val_accuracy'], off['val_accuracy'])} |",
-        f"| incumbent test % | {_mean_std(off['test_accuracy'], 100)} "
-        f"| {_mean_std(on['test_accuracy'], 100)} "
-        f"| {_wilcoxon(on['test_accuracy'], off['test_accuracy'])} |",
-        "",
-        f"Trials continued per run (on): {_mean_std(on['trials_continued'], digits=1)}; "
-        "largest continuation cache at a run's end: "
-        f"{on['states_bytes_at_end'].max() / 1e6:.1f} MB.",
-    ]
+    if "now" in by_arm and "now-off" in by_arm:
+        same = (by_arm["now"]["trials_key"] == by_arm["now-off"]["trials_key"]).sum()
+        lines.append(
+            f"now and now-off ran the same trials with the same costs in {same} of "
+            f"{len(seeds)} seed(s)."
+        )
+    if "now" in by_arm:
+        now = by_arm["now"]
+        lines.append(
+            f"Trials continued per run (now): {_mean_std(now['trials_continued'], digits=1)}; "
+            "largest continuation cache at a run's end: "
+            f"{now['states_bytes_at_end'].max() / 1e6:.1f} MB."
+        )
     return "\n".join(lines)
 
 
@@ -224,6 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1")
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny synthetic smoke test")
+    parser.add_argument(
+        "--arms",
+        type=lambda text: [arm.strip() for arm in text.split(",") if arm.strip()],
+        default=["before", "now"],
+        help=f"comma-separated arms among {', '.join(ARMS)}",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
         "--run-args",
@@ -233,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=Path("safs_runs/bench_continuation"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/continuation"))
     args = parser.parse_args(argv)
+    unknown = [arm for arm in args.arms if arm not in ARMS]
+    if unknown or not args.arms:
+        parser.error(f"--arms takes names among {', '.join(ARMS)}, got {unknown or 'none'}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     extra = (QUICK_RUN_ARGS if args.quick else []) + shlex.split(args.run_args)
@@ -240,21 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     dataset_kwargs = dict(QUICK_DATASET) if args.quick else None
     started = time.perf_counter()
     rows = []
+    arms = args.arms
     for index, seed in enumerate(range(args.first_seed, args.first_seed + args.seeds)):
-        order = (False, True) if index % 2 == 0 else (True, False)
-        for continuation in order:
+        for arm in arms[index % len(arms) :] + arms[: index % len(arms)]:
             row = run_main_job(
-                job,
-                seed,
-                continuation=continuation,
-                work_dir=args.work_dir,
-                dataset_kwargs=dataset_kwargs,
+                job, seed, arm, work_dir=args.work_dir, dataset_kwargs=dataset_kwargs
             )
             rows.append(row)
             print(
-                f"seed {seed} continuation {row['continuation']:>3}: {row['epochs_run']:g} of "
-                f"{row['epochs_budgeted']:g} epochs ({row['ratio']:.3f}), search "
-                f"{row['search_seconds']:.1f} s, incumbent val {100 * row['val_accuracy']:.2f}%",
+                f"seed {seed} {arm:>7}: {row['epochs_run']:g} of {row['epochs_budgeted']:g} "
+                f"epochs ({row['ratio']:.3f}), search {row['search_seconds']:.1f} s, incumbent "
+                f"val {100 * row['val_accuracy']:.2f}% test {100 * row['test_accuracy']:.2f}%",
                 flush=True,
             )
     runs = pd.DataFrame(rows, columns=COLUMNS)

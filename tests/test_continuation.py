@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from safs_smac import smac_compat
 from safs_smac.cache import CheckpointCache
 from safs_smac.data import load_dataset
 from safs_smac.models import create_model
@@ -312,8 +313,8 @@ def test_trials_of_two_configs_in_two_processes_continue_their_own_states(
     assert len(_states(problem)) == 2
 
 
-@pytest.mark.slow  # two tiny main jobs per seed
-def test_benchmark_quick_runs_the_main_job_with_continuation_off_and_on(tmp_path: Path) -> None:
+@pytest.mark.slow  # three tiny main jobs per seed
+def test_benchmark_quick_runs_the_main_job_before_and_now(tmp_path: Path) -> None:
     import importlib.util
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "continuation.py"
@@ -322,19 +323,24 @@ def test_benchmark_quick_runs_the_main_job_with_continuation_off_and_on(tmp_path
     spec.loader.exec_module(bench)
     out = tmp_path / "out"
     argv = ["--quick", "--seeds", "2", "--work-dir", str(tmp_path / "work"), "--out", str(out)]
-    assert bench.main(argv) == 0
+    assert bench.main([*argv, "--arms", "before,now,now-off"]) == 0
     runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 4 and set(runs["continuation"]) == {"on", "off"}
-    off = runs[runs["continuation"] == "off"].set_index("seed").sort_index()
-    on = runs[runs["continuation"] == "on"].set_index("seed").sort_index()
+    assert len(runs) == 6 and set(runs["arm"]) == {"before", "now", "now-off"}
+    before, now, off = (
+        runs[runs["arm"] == arm].set_index("seed").sort_index()
+        for arm in ("before", "now", "now-off")
+    )
+    assert (before["epochs_run"] == before["epochs_budgeted"]).all()
     assert (off["epochs_run"] == off["epochs_budgeted"]).all()
-    assert (on["epochs_budgeted"] == off["epochs_budgeted"]).all()
+    assert (now["epochs_budgeted"] == off["epochs_budgeted"]).all()
     # Promotions happened and continued; the search itself is the same, trial for trial.
-    assert (on["trials_continued"] > 0).all() and (on["epochs_run"] < off["epochs_run"]).all()
-    assert (on["epochs_run"] + on["epochs_continued"] == on["epochs_budgeted"]).all()
-    assert (on["trials_key"] == off["trials_key"]).all()
-    assert (on["val_accuracy"] == off["val_accuracy"]).all()
+    assert (now["trials_continued"] > 0).all() and (now["epochs_run"] < off["epochs_run"]).all()
+    assert (now["epochs_run"] + now["epochs_continued"] == now["epochs_budgeted"]).all()
+    assert (now["trials_key"] == off["trials_key"]).all()
+    assert (now["val_accuracy"] == off["val_accuracy"]).all()
     table = (out / "table.md").read_text()
-    assert "paired Wilcoxon p" in table and "| yes |" in table
-    # The run's states are released at its end.
+    assert "now vs before: paired Wilcoxon p" in table
+    assert "same trials with the same costs in 2 of 2 seed(s)" in table
+    # The SMAC patches are back on after the "before" arm turned them off.
+    assert all(smac_compat.SURROGATE_PATCHES.values())
     assert not any((tmp_path / "work" / "cache").glob("continuation/*/*.pt"))
