@@ -35,7 +35,7 @@ import torch
 from _common import RESULTS_DIR, pm, write_json, write_text
 
 from safs_smac import smac_compat
-from safs_smac.cli import build_parser, run_problem
+from safs_smac.cli import build_parser, run_options, run_problem
 from safs_smac.search import optimize
 
 ARMS = {
@@ -52,16 +52,7 @@ def measure(args: argparse.Namespace, cache_dir: Path, output_dir: Path) -> dict
     problem.pruned_checkpoint()
     checkpoint_seconds = time.perf_counter() - start
     result = optimize(
-        problem,
-        args.optimizer,
-        protocol=args.protocol,
-        n_trials=args.n_trials,
-        min_budget=args.min_budget,
-        max_budget=args.max_budget,
-        eta=args.eta,
-        seed=args.seed,
-        output_dir=output_dir,
-        progress=False,
+        problem, args.optimizer, **run_options(args, output_dir=output_dir, progress=False)
     )
     work = result.summary()["work"]
     smac_wall = smac_target = 0.0
