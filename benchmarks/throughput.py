@@ -74,12 +74,35 @@ NUM_CLASSES = 10
 VARIANTS = ("ours", "bare", "reference")
 
 
+# The reference's operator chain, in its order (``relu`` near the end): (name, op(x, alpha, beta)).
+# ``ReferenceActivation`` compares its name with each entry in turn, as the reference's if/elif
+# chain does, and the lambdas build ``nn`` modules on the spot where the reference does.
+_REFERENCE_CHAIN: tuple[tuple[str, Callable[..., torch.Tensor]], ...] = (
+    ("linear", lambda x, alpha, beta: beta * x),
+    ("tanhsoft1", lambda x, alpha, beta: nn.Tanh()(alpha * x) * nn.Softplus()(x)),
+    ("srs", lambda x, alpha, beta: x / (x / alpha + torch.exp(-x / beta))),
+    ("mish", lambda x, alpha, beta: alpha * nn.Mish()(beta * x)),
+    ("relu6", lambda x, alpha, beta: alpha * nn.ReLU6()(beta * x)),
+    ("hardswish", lambda x, alpha, beta: alpha * nn.Hardswish()(beta * x)),
+    ("elu", lambda x, alpha, beta: alpha * F.elu(beta * x)),
+    ("selu", lambda x, alpha, beta: alpha * F.selu(beta * x)),
+    ("tanh", lambda x, alpha, beta: alpha * torch.tanh(beta * x)),
+    ("sigmoid", lambda x, alpha, beta: alpha * torch.sigmoid(beta * x)),
+    ("logsigmoid", lambda x, alpha, beta: alpha * F.logsigmoid(beta * x)),
+    ("softplus", lambda x, alpha, beta: alpha * F.softplus(beta * x)),
+    ("relu", lambda x, alpha, beta: alpha * F.relu(beta * x)),
+    ("swish", lambda x, alpha, beta: alpha * torch.sigmoid(beta * x) * x),
+    ("gelu", lambda x, alpha, beta: alpha * nn.GELU()(beta * x)),
+)
+
+
 class ReferenceActivation(nn.Module):
     """An activation written the way the SAFS reference writes it (deliberately slow).
 
     Every forward allocates fresh ``alpha``/``beta`` tensors, always multiplies by both, walks a
-    chain of string comparisons (in the reference's order, ``relu`` near the end) and builds some
-    operators as new modules on the spot; an unknown name silently becomes ReLU.
+    chain of string comparisons (``_REFERENCE_CHAIN``, in the reference's order, ``relu`` near
+    the end) and builds some operators as new modules on the spot; an unknown name silently
+    becomes ReLU.
     """
 
     def __init__(self, name: str) -> None:
@@ -89,38 +112,10 @@ class ReferenceActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = torch.tensor(1.0, device=x.device)
         beta = torch.tensor(1.0, device=x.device)
-        if self.name == "linear":
-            return beta * x
-        elif self.name == "tanhsoft1":
-            return nn.Tanh()(alpha * x) * nn.Softplus()(x)
-        elif self.name == "srs":
-            return x / (x / alpha + torch.exp(-x / beta))
-        elif self.name == "mish":
-            return alpha * nn.Mish()(beta * x)
-        elif self.name == "relu6":
-            return alpha * nn.ReLU6()(beta * x)
-        elif self.name == "hardswish":
-            return alpha * nn.Hardswish()(beta * x)
-        elif self.name == "elu":
-            return alpha * F.elu(beta * x)
-        elif self.name == "selu":
-            return alpha * F.selu(beta * x)
-        elif self.name == "tanh":
-            return alpha * torch.tanh(beta * x)
-        elif self.name == "sigmoid":
-            return alpha * torch.sigmoid(beta * x)
-        elif self.name == "logsigmoid":
-            return alpha * F.logsigmoid(beta * x)
-        elif self.name == "softplus":
-            return alpha * F.softplus(beta * x)
-        elif self.name == "relu":
-            return alpha * F.relu(beta * x)
-        elif self.name == "swish":
-            return alpha * torch.sigmoid(beta * x) * x
-        elif self.name == "gelu":
-            return alpha * nn.GELU()(beta * x)
-        else:
-            return alpha * F.relu(beta * x)
+        for name, op in _REFERENCE_CHAIN:
+            if self.name == name:
+                return op(x, alpha, beta)
+        return alpha * F.relu(beta * x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,15 +212,30 @@ class Stopwatch:
 # --------------------------------------------------------------------------------------------------
 
 
-def time_bare(
-    model: nn.Module,
-    data: Dataset,
-    recipe: Recipe,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-) -> Timing:
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """What every loop runs: the data, the recipe, the steps timed and untimed, the device."""
+
+    data: Dataset
+    recipe: Recipe
+    steps: int
+    warmup: int
+    device: torch.device
+
+
+def time_steps(step: Callable[[int], None], job: Job) -> Timing:
+    """``step(i)`` for ``i < job.warmup`` untimed, then timed for ``i < job.steps``."""
+    for i in range(job.warmup):
+        step(i)
+    with Stopwatch(job.device) as watch:
+        for i in range(job.steps):
+            step(i)
+    return watch.timing
+
+
+def time_bare(model: nn.Module, job: Job) -> Timing:
     """(a) Plain PyTorch: pre-normalised tensors on the device, contiguous batches."""
+    data, recipe, device = job.data, job.recipe, job.device
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     model.to(device, memory_format=memory_format).train()
@@ -244,27 +254,16 @@ def time_bare(
         loss.backward()
         optimizer.step()
 
-    for i in range(warmup):
-        step(i)
-    with Stopwatch(device) as watch:
-        for i in range(steps):
-            step(i)
-    return watch.timing
+    return time_steps(step, job)
 
 
-def time_reference(
-    model: nn.Module,
-    data: Dataset,
-    recipe: Recipe,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-) -> Timing:
+def time_reference(model: nn.Module, job: Job) -> Timing:
     """(b) Reference style: DataLoader, per-sample normalisation, two ``.item()`` every step."""
+    data, recipe, device = job.data, job.recipe, job.device
     model.to(device).train()
     mean = torch.tensor(data.mean).view(-1, 1, 1)
     std = torch.tensor(data.std).view(-1, 1, 1)
-    n = recipe.batch_size * (steps + warmup)
+    n = recipe.batch_size * (job.steps + job.warmup)
     x, y = data.train.x, data.train.y
     repeat = -(-n // len(y))
     loader = DataLoader(
@@ -278,7 +277,7 @@ def time_reference(
     running, correct = 0.0, 0
     batches = iter(loader)
 
-    def step() -> None:
+    def step(_: int) -> None:
         nonlocal running, correct
         images, labels = next(batches)
         images = torch.stack([(img.float() / 255 - mean) / std for img in images])
@@ -291,28 +290,17 @@ def time_reference(
         optimizer.step()
         correct += output.max(1)[1].eq(labels).sum().item()  # running accuracy, as logged there
 
-    for _ in range(warmup):
-        step()
-    with Stopwatch(device) as watch:
-        for _ in range(steps):
-            step()
-    return watch.timing
+    return time_steps(step, job)
 
 
-def time_ours(
-    model: nn.Module,
-    data: Dataset,
-    recipe: Recipe,
-    steps: int,
-    warmup: int,
-    device: torch.device,
-) -> Timing:
+def time_ours(model: nn.Module, job: Job) -> Timing:
     """(c) ``safs_smac.training.fit`` for one epoch of exactly ``steps`` batches."""
+    data, recipe, device = job.data, job.recipe, job.device
     bs = recipe.batch_size
-    if warmup:
-        warm = dataclasses.replace(data, train=first(data.train, bs * warmup))
+    if job.warmup:
+        warm = dataclasses.replace(data, train=first(data.train, bs * job.warmup))
         fit(model, warm, recipe, epochs=1, device=device, evaluate_val=False)
-    timed = dataclasses.replace(data, train=first(data.train, bs * steps))
+    timed = dataclasses.replace(data, train=first(data.train, bs * job.steps))
     with Stopwatch(device) as watch:
         result = fit(model, timed, recipe, epochs=1, device=device, evaluate_val=False)
     if result.diverged:  # a fit that stopped early would look fast: report it, never time it
@@ -324,7 +312,7 @@ class Diverged(Exception):
     """``fit`` stopped on a non-finite loss, so its timing is meaningless."""
 
 
-TIMERS: dict[str, Callable[..., Timing]] = {
+TIMERS: dict[str, Callable[[nn.Module, Job], Timing]] = {
     "ours": time_ours,
     "bare": time_bare,
     "reference": time_reference,
@@ -352,7 +340,7 @@ def bench_model(
         epochs=1, batch_size=batch_size, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4
     )
     variants = build_variants(name, rate, seed)
-    data = make_data(name, batch_size, steps, warmup, seed)
+    job = Job(make_data(name, batch_size, steps, warmup, seed), recipe, steps, warmup, device)
     timings: dict[str, list[Timing]] = {v: [] for v in VARIANTS}
     channels, size = SHAPES[name]
     row: dict[str, Any] = {
@@ -366,10 +354,7 @@ def bench_model(
         for r in range(repeats):
             # Rotate the order so that no variant always runs first (caches, neighbours).
             for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
-                timer = TIMERS[variant]
-                timings[variant].append(
-                    timer(variants[variant], data, recipe, steps, warmup, device)
-                )
+                timings[variant].append(TIMERS[variant](variants[variant], job))
     except Diverged as err:
         return {**row, "diverged": str(err)}
     images = batch_size * steps

@@ -128,11 +128,9 @@ class DNRReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form: aggregates plus ``{"sites": {name: {...}}}`` in forward order."""
+        aggregates = ("mean", "overall", "permanently_dead_mean", "permanently_dead_overall")
         return {
-            "mean": self.mean,
-            "overall": self.overall,
-            "permanently_dead_mean": self.permanently_dead_mean,
-            "permanently_dead_overall": self.permanently_dead_overall,
+            **{name: getattr(self, name) for name in aggregates},
             "sites": {s.site: s.to_dict() for s in self.sites},
         }
 

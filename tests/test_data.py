@@ -217,6 +217,12 @@ def class_counts(split: Split, num_classes: int) -> list[int]:
     return np.bincount(split.y.numpy(), minlength=num_classes).tolist()
 
 
+def layout(ds: Dataset) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Split sizes (train, val, test), then (channels, image size, classes)."""
+    sizes = (len(ds.train), len(ds.val), len(ds.test))
+    return sizes, (ds.in_channels, ds.input_size, ds.num_classes)
+
+
 # --------------------------------------------------------------------------------------------
 # Registry and containers
 # --------------------------------------------------------------------------------------------
@@ -344,11 +350,10 @@ def _mnist_5k_csv() -> np.ndarray:
 
 def test_mnist_5k_real_data_split() -> None:
     ds = load_dataset("mnist-5k")
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (3500, 500, 1000)
+    assert layout(ds) == ((3500, 500, 1000), (1, 28, 10))
     assert class_counts(ds.train, 10) == [350] * 10
     assert class_counts(ds.val, 10) == [50] * 10
     assert class_counts(ds.test, 10) == [100] * 10
-    assert (ds.in_channels, ds.input_size, ds.num_classes) == (1, 28, 10)
     assert ds.augment is None and ds.mean == (0.1307,) and ds.std == (0.3081,)
 
     # The three splits partition the 5,000 CSV rows exactly (pixels and labels).
@@ -543,9 +548,7 @@ def test_download_uses_torchvision_when_available(monkeypatch, tmp_path: Path) -
 def test_cifar10_roundtrip(cifar_root) -> None:
     root, (train_x, train_y, test_x, test_y) = cifar_root
     ds = load_dataset("cifar10", root, val_size=30)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (70, 30, 30)
-    assert (ds.in_channels, ds.input_size, ds.num_classes) == (3, 32, 10)
-    assert ds.augment == "crop_flip"
+    assert layout(ds) == ((70, 30, 30), (3, 32, 10)) and ds.augment == "crop_flip"
     assert ds.mean == (0.4914, 0.4822, 0.4465) and ds.std == (0.2470, 0.2435, 0.2616)
     assert class_counts(ds.val, 10) == [3] * 10
     assert_official_splits(ds, train_x, train_y, test_x, test_y)
@@ -625,9 +628,7 @@ def test_imagenet16_cannot_be_downloaded(tmp_path: Path) -> None:
 def test_imagenet16_all_classes(imagenet_root) -> None:
     root, (train_x, train_y, test_x, test_y) = imagenet_root
     ds = load_dataset("imagenet16", root, val_size=12)
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (108, 12, 12)
-    assert (ds.in_channels, ds.input_size, ds.num_classes) == (3, 16, 1000)
-    assert ds.augment == "crop_flip"
+    assert layout(ds) == ((108, 12, 12), (3, 16, 1000)) and ds.augment == "crop_flip"
     # Labels become 0-based; the val split draws 2 of each of the 6 present classes.
     assert sorted(set(ds.val.y.tolist())) == [0, 1, 119, 120, 499, 999]
     assert class_counts(ds.val, 1000)[999] == 2
@@ -684,8 +685,7 @@ def test_imagenet16_missing(tmp_path: Path) -> None:
 
 def test_synthetic_defaults() -> None:
     ds = load_dataset("synthetic")
-    assert (len(ds.train), len(ds.val), len(ds.test)) == (256, 128, 128)
-    assert (ds.in_channels, ds.input_size, ds.num_classes) == (1, 28, 4)
+    assert layout(ds) == ((256, 128, 128), (1, 28, 4))
     assert class_counts(ds.val, 4) == [32] * 4 and class_counts(ds.test, 4) == [32] * 4
     assert 0.3 < ds.mean[0] < 0.7 and 0.05 < ds.std[0] < 0.4
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_nets import TinyNet
 from torch import nn
 
 from safs_smac.activations import SearchableActivation
@@ -153,19 +154,14 @@ def test_eval_mode_is_used_and_each_modules_mode_restored():
 
 
 def test_hooks_are_removed_and_mode_restored_on_error():
-    class Fails(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(2, 2)
-            self.act = nn.ReLU()
-
+    class Fails(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             out = self.act(self.fc(x))
             if out.shape[0] == 1:  # fails on the trailing batch, after a good one
                 raise RuntimeError("boom")
             return out
 
-    model = Fails().train()
+    model = Fails(act=nn.ReLU()).train()
     with pytest.raises(RuntimeError, match="boom"):
         dead_neuron_rate(model, X[:3], batch_size=2)
     assert model.training and model.act.training
@@ -173,18 +169,13 @@ def test_hooks_are_removed_and_mode_restored_on_error():
 
 
 def test_untraceable_models_are_discovered_at_run_time():
-    class Branchy(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(2, 5)
-            self.act = nn.ReLU()
-
+    class Branchy(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.sum() > -1e9:  # data-dependent control flow: torch.fx cannot trace this
                 x = self.fc(x)
             return self.act(x)
 
-    model = Branchy()
+    model = Branchy(2, 5, act=nn.ReLU())
     with pytest.raises(ValueError, match="could not trace"):
         activation_sites(model)
     site = dead_neuron_rate(model, X).sites[0]
@@ -207,11 +198,7 @@ def test_activations_skipped_by_control_flow_are_refused():
 
 
 def test_functional_activations_are_refused_with_the_fix():
-    class Functional(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(2, 2)
-
+    class Functional(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return F.relu(self.fc(x))
 

@@ -184,12 +184,9 @@ def test_final_retraining_uses_a_seed_no_trial_used(make_problem, tmp_path, monk
     optimize(
         problem,
         optimizer,
-        protocol="joint",
-        n_trials=2,
-        max_budget=1,
         seed=3,
         output_dir=tmp_path / "run",
-        progress=False,
+        **TINY_JOINT_RUN,
         callbacks=[lambda info, value: trials.append(info.seed)],
     )
     # Two trials, then the incumbent and the baseline, both with the fresh seed.

@@ -8,6 +8,7 @@ import io
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_nets import TinyNet
 from torch import fx, nn
 from torch.nn.utils import prune
 
@@ -271,17 +272,13 @@ def test_functional_activations_are_sites():
 
 
 def test_tensor_methods_and_inplace_functionals():
-    class Methods(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(3, 3)
-
+    class Methods(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.fc(x)
             F.relu_(h)  # result ignored: relies on the in-place side effect
             return h.sigmoid() + h
 
-    model = Methods()
+    model = Methods(3)
     assert [(s.name, s.op) for s in activation_sites(model)] == [
         ("00_relu", "relu"),
         ("01_sigmoid", "sigmoid"),
@@ -295,18 +292,13 @@ def test_tensor_methods_and_inplace_functionals():
 
 
 def test_inplace_module_whose_input_is_read_again():
-    class SideEffect(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.fc = nn.Linear(3, 3)
-            self.relu = nn.ReLU(inplace=True)
-
+    class SideEffect(TinyNet):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.fc(x)
-            self.relu(h)
+            self.act(h)
             return h * 2
 
-    model = SideEffect()
+    model = SideEffect(3, act=nn.ReLU(inplace=True))
     x = torch.randn(5, 3)
     result = set_activations(model, "swish")
     assert isinstance(result, fx.GraphModule)  # an in-place swap would lose the side effect

@@ -125,16 +125,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (every option shows its default in ``--help``)."""
-    from safs_smac.search.names import (
-        ASK_TELL_OPTIMIZERS,
-        DEFAULT_JOINT_OPTIMIZER,
-        DEFAULT_STAGE1_OPTIMIZER,
-        DEFAULT_STAGE2_OPTIMIZER,
-        INTENSIFIERS,
-        OPTIMIZER_NAMES,
-        PROTOCOLS,
-        SMAC_OPTIMIZERS,
-    )
+    from safs_smac.search import names
 
     fmt = _HelpFormatter
     parser = _Parser(
@@ -157,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--protocol",
         default=None,
-        choices=list(PROTOCOLS),
+        choices=list(names.PROTOCOLS),
         help="staged (default with a SMAC optimizer): one operator for the whole network + "
         "fine-tuning hyperparameters first, then per layer warm-started from it (the better on "
         "validation wins); joint (default with an ask/tell optimizer or smac-random/hyperband): "
@@ -169,14 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--optimizer",
         default=None,
-        choices=list(OPTIMIZER_NAMES),
-        help=f"search algorithm: SMAC facades {', '.join(SMAC_OPTIMIZERS)}; ask/tell optimizers "
-        f"{', '.join(ASK_TELL_OPTIMIZERS)} (every trial at --max-budget, one at a time; random = "
-        "i.i.d. random search, greedy = the reference's 'RS', sa = simulated annealing). With "
-        f"--protocol paper an ask/tell name replaces {DEFAULT_STAGE1_OPTIMIZER} in stage 1 and a "
-        f"SMAC name replaces {DEFAULT_STAGE2_OPTIMIZER} in stage 2 "
-        f"(default: {DEFAULT_JOINT_OPTIMIZER}; with --protocol paper {DEFAULT_STAGE1_OPTIMIZER} "
-        f"then {DEFAULT_STAGE2_OPTIMIZER})",
+        choices=list(names.OPTIMIZER_NAMES),
+        help=f"search algorithm: SMAC facades {', '.join(names.SMAC_OPTIMIZERS)}; ask/tell "
+        f"optimizers {', '.join(names.ASK_TELL_OPTIMIZERS)} (every trial at --max-budget, one at a "
+        "time; random = i.i.d. random search, greedy = the reference's 'RS', sa = simulated "
+        "annealing). With --protocol paper an ask/tell name replaces "
+        f"{names.DEFAULT_STAGE1_OPTIMIZER} in stage 1 and a SMAC name replaces "
+        f"{names.DEFAULT_STAGE2_OPTIMIZER} in stage 2 (default: {names.DEFAULT_JOINT_OPTIMIZER}; "
+        f"with --protocol paper {names.DEFAULT_STAGE1_OPTIMIZER} then "
+        f"{names.DEFAULT_STAGE2_OPTIMIZER})",
     )
     run.add_argument(
         "--n-trials",
@@ -232,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--intensifier",
-        choices=INTENSIFIERS,
+        choices=names.INTENSIFIERS,
         default=None,
         help="how smac-mf and hyperband promote trials (default: successive-halving for the "
         "staged protocol, hyperband otherwise)",

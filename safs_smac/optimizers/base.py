@@ -170,6 +170,10 @@ class AskTellOptimizer(ABC):
         """Algorithm settings that enter ``meta``; subclasses add theirs."""
         return {}
 
+    def _private_settings(self, *names: str) -> dict[str, Any]:
+        """``{name: self._<name>}`` for settings a subclass keeps as private attributes."""
+        return {name: getattr(self, f"_{name}") for name in names}
+
     def __repr__(self) -> str:
         settings = ", ".join(f"{k}={v!r}" for k, v in self.meta.items() if k != "name")
         return f"{type(self).__name__}({settings})"

@@ -146,10 +146,8 @@ class SimulatedAnnealing(LocalSearchOptimizer):
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "n_steps": self._n_steps,
-            "calibration_steps": self._calibration_steps,
-            "t_end_fraction": self._t_end_fraction,
-            "t0": self._t0_setting,
+            **self._private_settings("n_steps", "calibration_steps", "t_end_fraction"),
+            "t0": self._t0_setting,  # the given one; self._t0 is the calibrated one
             **super()._settings(),
         }
 

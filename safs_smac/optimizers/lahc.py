@@ -116,10 +116,9 @@ class LAHC(LocalSearchOptimizer):
 
     def _settings(self) -> dict[str, Any]:
         return {
-            "history_length": self._history_length,
-            "min_steps": self._min_steps,
-            "idle_fraction": self._idle_fraction,
-            "history_update": self._history_update,
+            **self._private_settings(
+                "history_length", "min_steps", "idle_fraction", "history_update"
+            ),
             **super()._settings(),
         }
 

@@ -6,6 +6,7 @@ process or through a SMAC runner, e.g. on Dask workers), records every trial in 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -57,18 +58,14 @@ class _TrialIndex:
 
     def add(self, info: TrialInfo, value: TrialValue) -> None:
         config = self.stored_config(info.config)
+        # RunHistory.add takes the trial's instance, seed and budget and every field of the
+        # value (cost, time, cpu_time, status, starttime, endtime, additional_info) by name.
         self.runhistory.add(
             config=config,
-            cost=value.cost,
-            time=value.time,
-            cpu_time=value.cpu_time,
-            status=value.status,
             instance=info.instance,
             seed=info.seed,
             budget=info.budget,
-            starttime=value.starttime,
-            endtime=value.endtime,
-            additional_info=value.additional_info,
+            **{field.name: getattr(value, field.name) for field in dataclasses.fields(value)},
             force_update=True,  # replaces a stale RUNNING entry; lookup() never returns one
         )
         self._ids.setdefault(config_key(config), self.runhistory.config_ids[config])

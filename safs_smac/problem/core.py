@@ -262,22 +262,16 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin):
 
     def settings(self) -> dict[str, Any]:
         """Everything that determines this problem's results, JSON-able (used to detect reruns)."""
+        # Settings stored under their attribute's own name, in run.json's order.
+        plain = ("objective", "seed", "dense_epochs", "max_budget", "stage", "granularity")
+        plain += ("operators", "flat", "search_rate", "fixed_operators")
         return {
             "model": self.model_name,
             "dataset": self.dataset_name,
             "pruning_rate": self.pruning_rate,
             "pruning": self.pruning,
             "prune_schedule": self.prune_schedule.settings(),
-            "objective": self.objective,
-            "seed": self.seed,
-            "dense_epochs": self.dense_epochs,
-            "max_budget": self.max_budget,
-            "stage": self.stage,
-            "granularity": self.granularity,
-            "operators": self.operators,
-            "flat": self.flat,
-            "search_rate": self.search_rate,
-            "fixed_operators": self.fixed_operators,
+            **{name: getattr(self, name) for name in plain},
             "recipe": self.recipe.to_dict(),
             "default_activation": self.default_activation,
             "dataset_kwargs": self.dataset_kwargs,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -61,17 +61,9 @@ class FinalEvaluation:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        # The fields in order (values as they are, not copied), ``extra`` merged in at the end.
         return {
-            "val_accuracy": self.val_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "epochs": self.epochs,
-            "seconds": self.seconds,
-            "diverged": self.diverged,
-            "reason": self.reason,
-            "operators": self.operators,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "sparsity": self.sparsity,
+            **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"},
             **self.extra,
         }
 

@@ -8,6 +8,7 @@ cover both stages, so ``safs-smac report`` works on it unchanged.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from safs_smac.problem import SAFSProblem
 from safs_smac.runs.results import SearchResult, plain_config, write_result
@@ -89,31 +90,35 @@ def optimize_paper(
         return finished
 
     extra = {"protocol": "paper", "final_epochs": search.final_epochs}
+
+    def run_stage(
+        number: int,
+        stage_problem: SAFSProblem,
+        optimizer: str,
+        settings: SearchSettings,
+        **kwargs: Any,
+    ) -> SearchResult:
+        """Stage ``number`` in ``stage<number>/``, its number part of the stage's identity."""
+        return optimize_one(
+            stage_problem,
+            optimizer,
+            output_dir / f"stage{number}",
+            settings,
+            overwrite=False,
+            extra_settings={**extra, "stage": number},
+            desc=f"stage {number} ({optimizer})",
+            **kwargs,
+        )
+
     operators_problem = problem.with_space(stage="operators")
     operators_problem.max_budget = e1
-    first = optimize_one(
-        operators_problem,
-        stage1_opt,
-        output_dir / "stage1",
-        stage1,
-        overwrite=False,
-        extra_settings={**extra, "stage": 1},
-        desc=f"stage 1 ({stage1_opt})",
-    )
+    first = run_stage(1, operators_problem, stage1_opt, stage1)
     scales_problem = problem.with_space(
         stage="scales_hpo", fixed_operators=operators_problem.decode(first.incumbent).operators
     )
     scales_problem.max_budget = e2
-    second = optimize_one(
-        scales_problem,
-        stage2_opt,
-        output_dir / "stage2",
-        stage2,
-        overwrite=False,
-        extra_settings={**extra, "stage": 2},
-        baseline=first.baseline,  # the same training as stage 1's: no need to run it twice
-        desc=f"stage 2 ({stage2_opt})",
-    )
+    # The baseline is the same training as stage 1's: no need to run it twice.
+    second = run_stage(2, scales_problem, stage2_opt, stage2, baseline=first.baseline)
     result = two_stage_result(problem, output_dir, second, first, second, later_stage_wins=True)
     write_result(
         result,

@@ -84,12 +84,7 @@ def optimize_one(
 ) -> SearchResult:
     """One search in one run directory: identity check, search, retraining, result files."""
     extra = dict(extra_settings or {}, **search.limits())
-    common = {
-        "n_trials": search.n_trials,
-        "walltime": search.walltime,
-        "max_budget": search.max_budget,
-        "seed": search.seed,
-    }
+    common = search_fields(search, "n_trials", "walltime", "max_budget", "seed")
     if optimizer in SMAC_OPTIMIZERS:
         ask_tell = None
         settings = identity(
@@ -97,9 +92,7 @@ def optimize_one(
             optimizer,
             budgets=SMAC_OPTIMIZERS[optimizer][1],
             **common,
-            min_budget=search.min_budget,
-            n_workers=search.n_workers,
-            eta=search.eta,
+            **search_fields(search, "min_budget", "n_workers", "eta"),
             **intensifier_setting(search, budgets=SMAC_OPTIMIZERS[optimizer][1]),
             **extra,
         )
@@ -212,16 +205,16 @@ def start_two_stage_run(
         label,
         budgets=budgets,
         protocol=protocol,
-        walltime=search.walltime,
-        min_budget=search.min_budget,
-        max_budget=search.max_budget,
-        seed=search.seed,
-        n_workers=search.n_workers,
-        eta=search.eta,
+        **search_fields(search, "walltime", "min_budget", "max_budget", "seed", "n_workers", "eta"),
         **intensifier_setting(search, budgets=budgets),
         **settings,
     )
     return claim_run_dir(problem, output_dir, run, overwrite=overwrite)
+
+
+def search_fields(search: SearchSettings, *names: str) -> dict[str, Any]:
+    """``{name: search.<name>}``: search settings a run's identity records under their names."""
+    return {name: getattr(search, name) for name in names}
 
 
 def intensifier_setting(search: SearchSettings, *, budgets: bool) -> dict[str, str]:
@@ -242,11 +235,8 @@ def two_stage_result(
     """The result of a two-stage protocol: ``chosen``'s incumbent, both stages' trials."""
     return SearchResult(
         output_dir=output_dir,
-        incumbent=chosen.incumbent,
-        incumbent_cost=chosen.incumbent_cost,
-        final=chosen.final,
-        baseline=second.baseline,
-        dense=second.dense,
+        **{name: getattr(chosen, name) for name in ("incumbent", "incumbent_cost", "final")},
+        **{name: getattr(second, name) for name in ("baseline", "dense")},
         trials=concat_stage_trials(
             {1: first.trials, 2: second.trials}, later_stage_wins=later_stage_wins
         ),
