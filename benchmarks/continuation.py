@@ -34,6 +34,7 @@ import json
 import math
 import platform
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -135,9 +136,10 @@ def run_main_job(
     )
     problem.pruned_checkpoint()  # built (or loaded) outside the timed search
     problem.release_continuations()  # states an interrupted earlier invocation left behind
-    options = run_options(
-        args, seed=seed, output_dir=work_dir / f"s{seed}_{arm}", progress=False, overwrite=True
-    )
+    # A finished run in the directory would be read back, not measured: start from none.
+    run_dir = work_dir / f"s{seed}_{arm}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    options = run_options(args, seed=seed, output_dir=run_dir, progress=False)
     smac_compat.SURROGATE_PATCHES.update(in_this_thread=patched, bounded_trees=patched)
     start = time.perf_counter()
     try:
