@@ -163,12 +163,16 @@ def _batched_model(models: Sequence[nn.Module]) -> nn.Module:
 
 @torch.no_grad()
 def _check_batched(model: nn.Module, models: Sequence[nn.Module], example: torch.Tensor) -> None:
-    """Run the batched model and every member on ``example``; they must agree."""
+    """Run the batched model on ``example`` (``M`` blocks of other inputs) and every member on its
+    block; they must agree."""
     modes = [member.training for member in models]
     try:
         model.eval()
-        expected = torch.stack([member(example) for member in models])
-        got = model(_replicate(example, len(models))).view(expected.shape)
+        blocks = example.chunk(len(models))
+        expected = torch.stack(
+            [member(block) for member, block in zip(models, blocks, strict=True)]
+        )
+        got = model(example).view(expected.shape)
     except BatchingUnsupported:
         raise
     except RuntimeError as error:
@@ -273,7 +277,7 @@ def fit_batched(
     batch_size = batch_sizes.pop()
 
     example = torch.randn(
-        (2, *dataset.train.x.shape[1:]),
+        (2 * members, *dataset.train.x.shape[1:]),
         generator=torch.Generator().manual_seed(0),
         device=_model_device(models[0]),
     )
