@@ -136,29 +136,24 @@ def _batched_model(models: Sequence[nn.Module]) -> nn.Module:
     if any(n != names[0] for n in names[1:]):
         raise BatchingUnsupported("the members' models have different module structures")
     tables = [dict(model.named_modules()) for model in models]
-    template = None
-    wrapped: list[str] = []
+    wrapped: dict[str, _PerMember] = {}
     for name in names[0]:
-        if any(name == w or name.startswith(w + ".") for w in wrapped if w) or "" in wrapped:
+        if any(name.startswith(w + ".") for w in wrapped):
             continue  # inside a module that runs per member as a whole
         layers = [table[name] for table in tables]
         differ = len({type(layer) for layer in layers}) > 1 or (
             not any(True for _ in layers[0].children())
             and len({repr(layer) for layer in layers}) > 1
         )
-        if not (differ or any(_stateful(layer) for layer in layers)):
-            continue
-        if name == "":
-            return _PerMember(models)  # the root holds state: every member runs whole
-        if template is None:
-            # A structural copy whose stateful modules are replaced below; the members' own
-            # modules (not copies) do the work, so the members are trained in place.
-            template = copy.deepcopy(models[0])
-        parent_name, _, attr = name.rpartition(".")
-        parent = template.get_submodule(parent_name) if parent_name else template
-        setattr(parent, attr, _PerMember(layers))
-        wrapped.append(name)
-    return template if template is not None else copy.deepcopy(models[0])
+        if differ or any(_stateful(layer) for layer in layers):
+            if name == "":
+                return _PerMember(models)  # the root holds state: every member runs whole
+            wrapped[name] = _PerMember(layers)
+    # A structural copy of member 0 in which each stateful module is its _PerMember: the memo
+    # makes deepcopy substitute them instead of copying, so the members' own modules (not
+    # copies) do the work and are trained in place.
+    memo: dict[int, Any] = {id(tables[0][name]): per_member for name, per_member in wrapped.items()}
+    return copy.deepcopy(models[0], memo)
 
 
 @torch.no_grad()
