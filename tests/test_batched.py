@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -247,3 +248,35 @@ def test_evaluate_trials_takes_trial_infos_and_tuples(make_problem) -> None:
     results = evaluate_trials(problem, asks)
     assert results[0][0] == pytest.approx(problem.train(configs[0], 3, 1.0)[0], abs=1e-9)
     assert results[1][0] == pytest.approx(problem.train(configs[1], 0, 1.0)[0], abs=1e-9)
+
+
+def test_members_trained_before_can_be_batched_again(make_problem) -> None:
+    problem = make_problem(pruning_rate=0.5)
+    configs = _configs(problem)[:2]
+    recipes = _recipes(problem, configs, 1)
+    batched = _member_models(problem, configs)
+    alone = _member_models(problem, configs)
+    for _ in range(2):  # the second call starts from trained members
+        fit_batched(batched, problem.dataset, recipes, seeds=[0, 1], device="cpu")
+        for model, recipe, seed in zip(alone, recipes, [0, 1], strict=True):
+            fit(model, problem.dataset, recipe, seed=seed, evaluate_val=False, device="cpu")
+    for a, b in zip(alone, batched, strict=True):
+        _assert_same_state(a, b)
+
+
+def test_benchmark_quick_compares_both_modes(tmp_path) -> None:
+    import importlib
+
+    batched = importlib.import_module("batched")  # benchmarks/ is on pytest's path
+    out = tmp_path / "out"
+    argv = ["--quick", "--large-model", "lenet5", "--cache-dir", str(tmp_path), "--out", str(out)]
+    assert batched.main(argv) == 0
+    timings = pd.read_csv(out / "timings.csv")
+    assert set(timings["mode"]) == {"sequential", "batched"}
+    assert set(timings["case"]) == {
+        "lenet5-sampled",
+        "lenet5-shared-optimizer",
+        "lenet5-cifar-shape",
+    }
+    assert (timings["max_cost_difference"] == 0).all()  # bit for bit on the CPU
+    assert "batched / sequential" in (out / "table.md").read_text()
