@@ -145,9 +145,15 @@ def _batched_model(models: Sequence[nn.Module]) -> nn.Module:
             not any(True for _ in layers[0].children())
             and len({repr(layer) for layer in layers}) > 1
         )
-        if differ or any(_stateful(layer) for layer in layers):
+        # The coarsest wrapping below the root: a child holding any state runs per member as a
+        # whole (a ResNet stage, VGG's features), so the batch is split and joined once around
+        # it rather than around each of its layers (each join copies every activation), and the
+        # stateless top-level layers between (LeNet's pooling) run once for all members.
+        if differ or any(_stateful(sub) for layer in layers for sub in layer.modules()):
             if name == "":
-                return _PerMember(models)  # the root holds state: every member runs whole
+                if _stateful(layers[0]) or differ:
+                    return _PerMember(models)  # the root holds state: every member runs whole
+                continue
             wrapped[name] = _PerMember(layers)
     # A structural copy of member 0 in which each stateful module is its _PerMember: the memo
     # makes deepcopy substitute them instead of copying, so the members' own modules (not
