@@ -28,6 +28,7 @@ Results are printed and written (atomically) to ``benchmarks/results/batched/`` 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -180,9 +181,12 @@ def measure(args: argparse.Namespace) -> pd.DataFrame:
                 modes = ("sequential", "batched") if repeat % 2 == 0 else ("batched", "sequential")
                 costs: dict[str, list[float]] = {}
                 for mode in modes:
+                    load = os.getloadavg()[0]  # other jobs on the machine, for the record
                     seconds, costs[mode] = _run(mode, problem, configs, args.budget)
                     rows.append(
                         {
+                            "load_before": load,
+                            "load_after": os.getloadavg()[0],
                             "case": case,
                             "threads": threads,
                             "repeat": repeat,
@@ -221,6 +225,7 @@ def summarise(frame: pd.DataFrame) -> str:
                 f"{statistics.median(wide['batched']):.2f}",
                 f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})",
                 f"{group['max_cost_difference'].max():.1e}",
+                f"{group['load_before'].min():.1f}-{group['load_after'].max():.1f}",
             ]
         )
     header = [
@@ -232,6 +237,7 @@ def summarise(frame: pd.DataFrame) -> str:
         "batched trials/s",
         "batched / sequential (median, min-max)",
         "max |cost difference|",
+        "load average (1 min)",
     ]
     return markdown_table(header, lines)
 
