@@ -28,10 +28,13 @@ whole batch. A member whose loss becomes non-finite stops (``diverged=True`` wit
 reason) while the others go on. On CUDA the forward pass runs under bf16 autocast as in ``fit``,
 without ``channels_last``; that path has not run on a GPU yet.
 
-Where it pays: on the CPU the gain comes from the stateless layers (max pooling of a large batch
-is several times cheaper per sample) and from one graph instead of ``M``; convolutions cost what
-they cost sequentially (torch's grouped convolution, the obvious alternative, is several times
-slower on the CPU). See ``benchmarks/batched.py`` and its section of ``benchmarks/README.md``.
+Where it pays: not on a CPU, measured (``benchmarks/batched.py``, ``benchmarks/README.md``):
+a LeNet-5 step is compute-bound, the members' convolutions, pooling and operators are the same
+work batched or not, and 8 batched trials ran at 1.0-1.1x the throughput of 8 sequential ones on
+2 cores (ResNet-18 at CIFAR shape: 0.7-0.8x, the batch's activations multiply the memory
+traffic). torch's grouped convolution, the obvious way to fuse the members' convolutions, is
+several times slower than separate ones on the CPU. It is meant for accelerators, where a small
+network leaves the device idle between kernel launches; that has not been measured.
 
 A model whose ``forward`` mixes the samples of a batch, or reshapes it by a fixed batch size,
 cannot be batched: a probe forward pass compares the batched model with its members and raises
