@@ -1,14 +1,14 @@
 """Batched fine-tuning: ``M`` members of one architecture trained and evaluated as one model.
 
-A search proposes many configurations of the *same* pruned network. On a small network each trial
-leaves most of the hardware idle, so :func:`fit_batched` fine-tunes ``M`` of them at once through
-one model whose batch holds every member's samples, member-major (``(M * N, ...)``: member ``m``
-owns rows ``m * N .. (m + 1) * N``). The members' own modules do the work: every module that holds
-parameters or buffers (``Conv2d``, ``Linear``, ``BatchNorm``, the ``SearchableActivation`` of a
-site, any other) runs once per member on that member's block with that member's module, and
-everything without state (pooling, flatten, residual additions, plain activations, the data
-pipeline) runs once on the whole batch. The model's own ``forward`` code runs unchanged, and one
-forward and one backward pass serve all members.
+A search proposes many configurations of the *same* pruned network, and on an accelerator a small
+network's trial leaves the device mostly idle, so :func:`fit_batched` fine-tunes ``M`` of them at
+once through one model whose batch holds every member's samples, member-major (``(M * N, ...)``:
+member ``m`` owns rows ``m * N .. (m + 1) * N``). The members' own modules do the work: each
+top-most submodule that holds parameters, buffers or hooks anywhere inside it (a ``Conv2d`` with
+its pruning hook, a site's ``SearchableActivation``, a ResNet stage, VGG's ``features``) runs once
+per member, as that member's module on that member's block, and the stateless submodules between
+them (LeNet's pooling and flatten) run once on the whole batch, as do the data pipeline, the loss
+bookkeeping and the backward pass. The model's own ``forward`` code runs unchanged.
 
 Each member therefore keeps everything that makes it a separate trial, by construction: its
 weights and **pruning masks** (its layers' ``torch.nn.utils.prune`` hooks apply them, so pruned
