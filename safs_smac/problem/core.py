@@ -21,6 +21,7 @@ from safs_smac.data import Dataset, load_dataset
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
 from safs_smac.models import model_info
 from safs_smac.problem.arguments import check_arguments, resolve_pruning
+from safs_smac.problem.batched import BatchedTrialsMixin
 from safs_smac.problem.checkpoints import CheckpointsMixin
 from safs_smac.problem.continuation import ContinuationMixin
 from safs_smac.problem.outcome import (
@@ -42,7 +43,7 @@ from safs_smac.training import Recipe, evaluate, fit, resolve_device
 from safs_smac.workers import configure_worker
 
 
-class SAFSProblem(CheckpointsMixin, ContinuationMixin):
+class SAFSProblem(CheckpointsMixin, ContinuationMixin, BatchedTrialsMixin):
     """Sparse activation function search on one pruned model and data set.
 
     Parameters

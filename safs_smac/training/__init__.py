@@ -19,6 +19,7 @@ search. It is written for throughput without giving up reproducibility:
   for: the reference decays them towards zero, which silently switches activations off.
 """
 
+from safs_smac.training.batched import BatchingUnsupported, MemberResult, fit_batched
 from safs_smac.training.device import (  # the private names: tests read them here
     _DEVICE_COPIES,  # noqa: F401
     _on_device,  # noqa: F401
@@ -43,9 +44,11 @@ __all__ = [
     "ACCELERATOR_CHECK_EVERY",
     "OPTIMIZERS",
     "SCHEDULERS",
+    "BatchingUnsupported",
     "EvalResult",
     "FitResult",
     "FitState",
+    "MemberResult",
     "Recipe",
     "build_optimizer",
     "build_scheduler",
@@ -53,6 +56,7 @@ __all__ = [
     "crop_flip",
     "evaluate",
     "fit",
+    "fit_batched",
     "parameter_groups",
     "resolve_device",
     "seed_everything",
