@@ -280,3 +280,26 @@ def test_benchmark_quick_compares_both_modes(tmp_path) -> None:
     }
     assert (timings["max_cost_difference"] == 0).all()  # bit for bit on the CPU
     assert "batched / sequential" in (out / "table.md").read_text()
+
+
+@pytest.mark.parametrize("zeta", [0.0, 0.3])
+def test_train_batch_with_sparse_training_equals_sequential_trials(make_problem, zeta) -> None:
+    from safs_smac.sparse_training import SETPruning
+
+    # zeta 0: static Erdos-Renyi masks drawn per member, batched; zeta 0.3 rewires after every
+    # epoch, which a batch cannot: those trials run one at a time.
+    problem = make_problem(
+        model="mlp",
+        pruning=SETPruning(epsilon=20, zeta=zeta),
+        pruning_rate=0.9,
+        dense_epochs=0,
+        max_budget=3,
+        continue_trials=False,
+    )
+    configs = [problem.configspace.get_default_configuration()] * 2
+    results = problem.train_batch(configs, [0, 1], budget=2)
+    assert [info["batched"] for _, info in results] == ([2, 2] if zeta == 0 else [1, 1])
+    for seed, (cost, info) in enumerate(results):
+        expected_cost, expected = problem.train(configs[seed], seed, 2)
+        assert cost == pytest.approx(expected_cost, abs=1e-9)
+        assert info["sparsity"] == expected["sparsity"]

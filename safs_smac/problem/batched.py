@@ -14,7 +14,6 @@ from typing import Any
 from ConfigSpace import Configuration
 
 from safs_smac import pruning as pruning_lib
-from safs_smac import sites
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
 from safs_smac.problem.outcome import WORST_COST, _jsonable, trial_cost
 from safs_smac.space import TrialSpec, check_config_values
@@ -132,17 +131,18 @@ class BatchedTrialsMixin:
         """:meth:`finetune`'s result dict for every spec, fine-tuned together (no continuation)."""
         start = time.perf_counter()
         device = resolve_device(self.device)
-        models = [
-            sites.set_activations(
-                self.pruned_model(spec.prune_rate),
-                spec.operators,
-                alpha=spec.alpha,
-                beta=spec.beta,
-                learnable=spec.learn_scales,
-                example_input=self.example_input,
-            )
-            for spec in specs
-        ]
+        models = []
+        for spec, seed in zip(specs, seeds, strict=True):
+            model = self.spec_model(spec)
+            rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
+            # As finetune() does: a strategy may set the member's topology up (SET's masks); one
+            # that also steps after every epoch is run one trial at a time.
+            if self.prune_schedule.begin_finetune(model, rate=rate, seed=int(seed), epochs=epochs):
+                raise BatchingUnsupported(
+                    f"the pruning strategy {self.prune_schedule.label!r} changes the masks "
+                    "after every epoch"
+                )
+            models.append(model)
         recipes = [self.recipe.replace(**spec.recipe_overrides, epochs=epochs) for spec in specs]
         results = fit_batched(
             models,
