@@ -31,6 +31,7 @@ from safs_smac.models.registry import (
     list_models,
     model_info,
     register_model,
+    sgd_recipe,
 )
 
 #: The models this package registers itself (the ones ``configspaces/`` holds spaces for).
@@ -57,4 +58,5 @@ __all__ = [
     "list_models",
     "model_info",
     "register_model",
+    "sgd_recipe",
 ]

@@ -14,7 +14,7 @@ from torch import nn
 
 from safs_smac.activations import activation_module_for
 from safs_smac.models.layers import ConvBNAct, check_dropout, init_weights
-from safs_smac.models.registry import register_model
+from safs_smac.models.registry import register_model, sgd_recipe
 
 __all__ = ["EFFICIENTNET_B0_STAGES", "DropPath", "EfficientNet", "MBConv", "SqueezeExcite"]
 
@@ -188,13 +188,7 @@ class EfficientNet(nn.Module):
     in_channels=3,
     input_size=16,
     num_classes=1000,
-    recipe={
-        "optimizer": "sgd",
-        "lr": 0.05,
-        "momentum": 0.9,
-        "weight_decay": 5e-5,
-        "scheduler": "cosine",
-    },
+    recipe=sgd_recipe(0.05, weight_decay=5e-5),
     description="EfficientNet-B0 for ImageNet-16 (stride-1 stem for small inputs, 49 sites)",
     dense_epochs=60,
 )

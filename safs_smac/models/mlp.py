@@ -12,7 +12,7 @@ from torch import nn
 
 from safs_smac.activations import activation_module_for
 from safs_smac.models.layers import check_dropout
-from safs_smac.models.registry import register_model
+from safs_smac.models.registry import register_model, sgd_recipe
 
 __all__ = ["MLP"]
 
@@ -62,13 +62,7 @@ class MLP(nn.Sequential):
     in_channels=1,
     input_size=28,
     num_classes=10,
-    recipe={
-        "optimizer": "sgd",
-        "lr": 0.01,
-        "momentum": 0.9,
-        "weight_decay": 5e-4,
-        "scheduler": "constant",
-    },
+    recipe=sgd_recipe(0.01, weight_decay=5e-4, scheduler="constant"),
     description="Multi-layer perceptron with configurable widths (default 300-100)",
     dense_epochs=30,
 )

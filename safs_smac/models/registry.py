@@ -36,6 +36,7 @@ __all__ = [
     "list_models",
     "model_info",
     "register_model",
+    "sgd_recipe",
 ]
 
 ModelConstructor = Callable[..., nn.Module]
@@ -164,6 +165,19 @@ def register_model(
         return constructor
 
     return decorator
+
+
+def sgd_recipe(
+    lr: float, *, weight_decay: float, scheduler: str = "cosine", momentum: float = 0.9
+) -> dict[str, Any]:
+    """A registration's ``recipe=`` for SGD with momentum (keys in the order models used)."""
+    return {
+        "optimizer": "sgd",
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "scheduler": scheduler,
+    }
 
 
 def list_models() -> list[str]:
