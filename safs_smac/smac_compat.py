@@ -17,6 +17,10 @@
   ``max_leaf_nodes`` by ``n``: a bound that never binds, so the same trees, the same
   predictions and the same proposals, at about a hundredth of the fitting time.
 * :func:`fast_surrogate`: both of the above, what :func:`safs_smac.optimize` runs SMAC in.
+* :func:`deterministic_local_search`: SMAC's local search starts from ``list(set(configs))``,
+  whose order follows the configurations' string hashes, which Python salts per process
+  (``PYTHONHASHSEED``): the same seed then proposed other configurations in another process.
+  Within this context the start points are ordered by their vector, the same in every process.
 
 Imports smac only.
 """
@@ -39,6 +43,7 @@ __all__ = [
     "SURROGATE_PATCHES",
     "atomic_smac_saves",
     "bounded_forest_trees",
+    "deterministic_local_search",
     "fast_surrogate",
     "refuse_smac_prompts",
     "surrogate_in_this_thread",
@@ -209,3 +214,23 @@ def fast_surrogate() -> Iterator[None]:
         if SURROGATE_PATCHES["bounded_trees"]:
             stack.enter_context(bounded_forest_trees())
         yield
+
+
+@contextlib.contextmanager
+def deterministic_local_search() -> Iterator[None]:
+    """Order the start points of SMAC's local search by their vectors, not by hash."""
+    import numpy as np
+    from smac.acquisition.maximizer.local_search import LocalSearch
+
+    original = LocalSearch._get_init_points_from_previous_configs
+
+    def ordered(self: LocalSearch, *args: Any, **kwargs: Any) -> list[Any]:
+        points = original(self, *args, **kwargs)
+        # Vectors lie in [0, 1]; an inactive hyperparameter (NaN) sorts as -1.
+        return sorted(points, key=lambda config: tuple(np.nan_to_num(config.get_array(), nan=-1)))
+
+    LocalSearch._get_init_points_from_previous_configs = ordered
+    try:
+        yield
+    finally:
+        LocalSearch._get_init_points_from_previous_configs = original

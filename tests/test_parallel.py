@@ -460,3 +460,48 @@ def test_bounded_forest_trees_fit_the_same_forest_and_restore_the_settings() -> 
         assert np.array_equal(plain[0], bounded[0]) and np.array_equal(plain[1], bounded[1])
         assert model.meta["max_leaf_nodes"] == 2**20
     assert RandomForest._train.__module__.startswith("smac.")
+
+
+_HASH_SEED_SCRIPT = """
+import contextlib, json, sys, tempfile
+from pathlib import Path
+from ConfigSpace import Categorical, ConfigurationSpace, Float, Integer
+from smac import HyperparameterOptimizationFacade, Scenario
+from safs_smac.smac_compat import deterministic_local_search
+
+space = ConfigurationSpace(seed=0)
+space.add([Float("x", (0.0, 1.0)), Float("y", (0.0, 1.0)), Integer("n", (1, 9)),
+           Categorical("op", ["a", "b", "c", "d"])])
+ops = {"a": 0.1, "b": 0.0, "c": 0.2, "d": 0.3}
+
+def target(config, seed=0):
+    bowl = (config["x"] - 0.3) ** 2 + (config["y"] - 0.6) ** 2
+    return bowl + ops[config["op"]] + 0.01 * config["n"]
+
+with tempfile.TemporaryDirectory() as tmp:
+    scenario = Scenario(space, output_directory=Path(tmp), deterministic=True, n_trials=30, seed=0)
+    facade = HyperparameterOptimizationFacade(scenario, target, overwrite=True, logging_level=40)
+    patched = sys.argv[1] == "on"
+    with deterministic_local_search() if patched else contextlib.nullcontext():
+        facade.optimize()
+    print(json.dumps([dict(facade.runhistory.get_config(k.config_id)) for k in facade.runhistory]))
+"""
+
+
+@pytest.mark.slow  # six short SMAC runs in subprocesses
+def test_smac_proposes_the_same_in_every_process_with_deterministic_local_search(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "propose.py"
+    script.write_text(_HASH_SEED_SCRIPT)
+
+    def proposals(patch: str, hash_seed: int) -> str:
+        env = {**os.environ, "PYTHONHASHSEED": str(hash_seed)}
+        command = [sys.executable, str(script), patch]
+        return subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+
+    # SMAC as shipped starts its local search from list(set(configs)): string hashes decide.
+    assert len({proposals("off", seed) for seed in (1, 2, 3)}) > 1
+    assert len({proposals("on", seed) for seed in (1, 2, 3)}) == 1

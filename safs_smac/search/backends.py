@@ -31,6 +31,7 @@ from safs_smac.search.progress import ProgressCallback
 from safs_smac.search.settings import SearchSettings
 from safs_smac.smac_compat import (
     atomic_smac_saves,
+    deterministic_local_search,
     fast_surrogate,
     refuse_smac_prompts,
 )
@@ -90,7 +91,7 @@ def run_smac(
                 logging_level=40,
                 **kwargs,
             )
-        with fast_surrogate():
+        with fast_surrogate(), deterministic_local_search():
             incumbent = facade.optimize()
     tracker.close()
     if isinstance(incumbent, list):
