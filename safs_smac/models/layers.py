@@ -1,4 +1,5 @@
-"""Building blocks shared by the zoo models: weight initialisation, dropout check, ``ConvBNAct``.
+"""Building blocks shared by the zoo models: weight initialisation, dropout check, the pooled
+classifier head, ``ConvBNAct``.
 
 Imports torch and :mod:`safs_smac.activations`.
 """
@@ -7,11 +8,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 from safs_smac.activations import activation_module_for
 
-__all__ = ["ConvBNAct", "check_dropout", "init_weights"]
+__all__ = ["ConvBNAct", "add_pooled_classifier", "check_dropout", "init_weights", "pooled_logits"]
 
 # --------------------------------------------------------------------------------------------
 # Shared pieces
@@ -34,6 +36,25 @@ def check_dropout(p: float) -> float:
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {p!r}; pass e.g. dropout=0.2")
     return float(p)
+
+
+def add_pooled_classifier(
+    model: nn.Module, channels: int, num_classes: int, dropout: float
+) -> None:
+    """Give ``model`` a global-average-pool, flatten, dropout and linear head.
+
+    The head's modules are attributes of ``model`` itself (``pool``, ``flatten``, ``dropout``,
+    ``classifier``), so their ``state_dict`` keys (and cached checkpoints) stay as they were.
+    """
+    model.pool = nn.AdaptiveAvgPool2d(1)
+    model.flatten = nn.Flatten()
+    model.dropout = nn.Dropout(check_dropout(dropout))
+    model.classifier = nn.Linear(channels, num_classes)
+
+
+def pooled_logits(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """The logits of :func:`add_pooled_classifier`'s head for a feature map."""
+    return model.classifier(model.dropout(model.flatten(model.pool(features))))
 
 
 class ConvBNAct(nn.Sequential):

@@ -29,12 +29,7 @@ from safs_smac.runs.state import drop_unfinished_trials, load_runhistory
 from safs_smac.search.names import SMAC_OPTIMIZERS
 from safs_smac.search.progress import ProgressCallback
 from safs_smac.search.settings import SearchSettings
-from safs_smac.smac_compat import (
-    atomic_smac_saves,
-    deterministic_local_search,
-    fast_surrogate,
-    refuse_smac_prompts,
-)
+from safs_smac.smac_compat import atomic_smac_saves, refuse_smac_prompts, smac_proposes
 from safs_smac.workers import threads_per_worker
 
 __all__ = ["ask_tell_optimizer", "run_ask_tell", "run_smac"]
@@ -91,7 +86,7 @@ def run_smac(
                 logging_level=40,
                 **kwargs,
             )
-        with fast_surrogate(), deterministic_local_search():
+        with smac_proposes():
             incumbent = facade.optimize()
     tracker.close()
     if isinstance(incumbent, list):
