@@ -36,7 +36,7 @@ from _common import RESULTS_DIR, pm, write_json, write_text
 
 from safs_smac import smac_compat
 from safs_smac.cli import build_parser, run_options, run_problem
-from safs_smac.search import optimize
+from safs_smac.search import optimize, run_label
 
 ARMS = {
     "SMAC as shipped": {"in_this_thread": False, "bounded_trees": False},
@@ -105,8 +105,9 @@ def main() -> None:
                     smac_compat.SURROGATE_PATCHES.update(ARMS[list(ARMS)[-1]])
     same = all(run["proposals"] == cold["proposals"] for arm in runs.values() for run in arm)
 
+    label = run_label(args.optimizer, args.protocol)
     lines = [
-        f"Default main job: {args.model} / {args.dataset}, {args.optimizer} ({args.protocol}), "
+        f"Default main job: {args.model} / {args.dataset}, {label}, "
         f"{args.n_trials} trials, budgets up to {args.max_budget:g} epochs, seed {args.seed}; "
         f"{options.repeats} warm run(s) per arm, interleaved.",
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
