@@ -34,6 +34,10 @@ from safs_smac.optimizers.neighbours import plain_values
 from safs_smac.problem import WORST_COST, SAFSProblem
 from safs_smac.space import check_config
 
+# What HPOBench's methods accept: a configuration or a plain dict, and a seed or random state.
+Config = Configuration | Mapping[str, Any]
+Seed = int | np.random.RandomState | None
+
 __all__ = ["FIDELITY", "SAFSBenchmark"]
 
 #: Name of the fidelity: fine-tuning epochs of a trial.
@@ -68,7 +72,7 @@ class SAFSBenchmark:
         self,
         problem: SAFSProblem | None = None,
         *,
-        rng: int | np.random.RandomState | None = None,
+        rng: Seed = None,
         **problem_kwargs: Any,
     ) -> None:
         if problem is not None and problem_kwargs:
@@ -127,11 +131,7 @@ class SAFSBenchmark:
 
     # ------------------------------------------------------------------ evaluation
     def objective_function(
-        self,
-        configuration: Configuration | Mapping[str, Any],
-        fidelity: Configuration | Mapping[str, Any] | None = None,
-        rng: int | np.random.RandomState | None = None,
-        **kwargs: Any,
+        self, configuration: Config, fidelity: Config | None = None, rng: Seed = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Fine-tune the pruned network as ``configuration`` says; cost = 1 - validation accuracy.
 
@@ -164,11 +164,7 @@ class SAFSBenchmark:
         return {"function_value": float(cost), "cost": seconds, "info": info}
 
     def objective_function_test(
-        self,
-        configuration: Configuration | Mapping[str, Any],
-        fidelity: Configuration | Mapping[str, Any] | None = None,
-        rng: int | np.random.RandomState | None = None,
-        **kwargs: Any,
+        self, configuration: Config, fidelity: Config | None = None, rng: Seed = None, **kwargs: Any
     ) -> dict[str, Any]:
         """Fine-tune at the full budget and report the *test* error (for final reports only).
 
@@ -197,14 +193,12 @@ class SAFSBenchmark:
         info = {**final.to_dict(), "fidelity": {FIDELITY: epochs}, "seed": seed}
         return {"function_value": float(value), "cost": seconds, "info": info}
 
-    def __call__(self, configuration: Configuration | Mapping[str, Any], **kwargs: Any) -> float:
+    def __call__(self, configuration: Config, **kwargs: Any) -> float:
         """``objective_function(...)["function_value"]``, for SciPy-style optimizers."""
         return self.objective_function(configuration, **kwargs)["function_value"]
 
     # ------------------------------------------------------------------ argument checks
-    def _cast_configuration(
-        self, configuration: Configuration | Mapping[str, Any]
-    ) -> Configuration:
+    def _cast_configuration(self, configuration: Config) -> Configuration:
         """Validate a configuration and drop the values of inactive hyperparameters."""
         if isinstance(configuration, Configuration):
             values = plain_values(configuration)
@@ -223,9 +217,7 @@ class SAFSBenchmark:
             raise ValueError(f"invalid configuration: {err}; fix its values") from err
         return check_config(plain_values(active), space)
 
-    def _cast_fidelity(
-        self, fidelity: Configuration | Mapping[str, Any] | None, kwargs: Mapping[str, Any]
-    ) -> int:
+    def _cast_fidelity(self, fidelity: Config | None, kwargs: Mapping[str, Any]) -> int:
         """The fine-tuning epochs a fidelity argument asks for (default: the maximum)."""
         if FIDELITY in kwargs:
             raise ValueError(
