@@ -6,7 +6,7 @@ through the public ``safs_smac.optimize`` API, once per arm:
 
 * ``before``: the main job as it was when issue 11 was filed: 40 trials, Hyperband with eta 3
   (rungs 3 and 9 epochs), every trial fine-tuned from the pruned network
-  (``continue_trials=False``), SMAC's surrogate as shipped (``smac_compat.SURROGATE_PATCHES`` off);
+  (``continue_trials=False``), SMAC's surrogate as shipped (``smac_compat.surrogate_patches`` off);
 * ``now``: today's defaults: 60 trials, successive halving with eta 2 (rungs 2.25, 4.5 and 9
   epochs), a promoted trial continuing from the state its lower rung left, SMAC's surrogate in
   this thread with bounded trees;
@@ -140,12 +140,9 @@ def run_main_job(
     run_dir = work_dir / f"s{seed}_{arm}"
     shutil.rmtree(run_dir, ignore_errors=True)
     options = run_options(args, seed=seed, output_dir=run_dir, progress=False)
-    smac_compat.SURROGATE_PATCHES.update(in_this_thread=patched, bounded_trees=patched)
     start = time.perf_counter()
-    try:
+    with smac_compat.surrogate_patches(in_this_thread=patched, bounded_trees=patched):
         result = optimize(problem, args.optimizer, **{**options, **keywords})
-    finally:
-        smac_compat.SURROGATE_PATCHES.update(in_this_thread=True, bounded_trees=True)
     total = time.perf_counter() - start
     # What a search's end does: the states are only useful while the run searches.
     states_bytes = problem.continuation_bytes()

@@ -97,12 +97,9 @@ def main() -> None:
         cold = measure(args, root / "cache", root / "cold")
         for repeat in range(options.repeats):
             for index, (label, patches) in enumerate(ARMS.items()):
-                smac_compat.SURROGATE_PATCHES.update(patches)
-                try:
+                with smac_compat.surrogate_patches(**patches):
                     out = root / f"arm{index}-{repeat}"
                     runs[label].append(measure(args, root / "cache", out))
-                finally:
-                    smac_compat.SURROGATE_PATCHES.update(ARMS[list(ARMS)[-1]])
     same = all(run["proposals"] == cold["proposals"] for arm in runs.values() for run in arm)
 
     label = run_label(args.optimizer, args.protocol)

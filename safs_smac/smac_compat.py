@@ -50,11 +50,28 @@ __all__ = [
     "refuse_smac_prompts",
     "smac_proposes",
     "surrogate_in_this_thread",
+    "surrogate_patches",
 ]
 
-# Which patches fast_surrogate applies; benchmarks/overhead.py switches them off one at a time to
-# measure SMAC with and without each, side by side.
+# Which patches fast_surrogate applies; benchmarks switch them off (surrogate_patches) to measure
+# SMAC with and without each, side by side.
 SURROGATE_PATCHES = {"in_this_thread": True, "bounded_trees": True}
+
+
+@contextlib.contextmanager
+def surrogate_patches(**switches: bool) -> Iterator[None]:
+    """Within this context :func:`fast_surrogate` applies the patches as ``switches`` say
+    (``in_this_thread=``, ``bounded_trees=``); the previous switches are back after it."""
+    unknown = sorted(set(switches) - set(SURROGATE_PATCHES))
+    if unknown:
+        valid = ", ".join(sorted(SURROGATE_PATCHES))
+        raise ValueError(f"unknown surrogate patch(es) {unknown}; valid: {valid}")
+    previous = dict(SURROGATE_PATCHES)
+    SURROGATE_PATCHES.update(switches)
+    try:
+        yield
+    finally:
+        SURROGATE_PATCHES.update(previous)
 
 
 # Staging directories are named .saving-<pid>-<random>: each belongs to the process that made it.
@@ -93,11 +110,19 @@ def atomic_smac_saves() -> Iterator[None]:
         scenario_file.write_text(json.dumps(data, indent=4), encoding="utf-8")
         _publish(staging, target)
 
-    SMBO.save, Scenario.save = save_smbo, save_scenario  # type: ignore[method-assign]
+    with _replaced(SMBO, "save", save_smbo), _replaced(Scenario, "save", save_scenario):
+        yield
+
+
+@contextlib.contextmanager
+def _replaced(owner: type, name: str, replacement: Any) -> Iterator[None]:
+    """``owner.<name>`` is ``replacement`` within this context, the original again after it."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
     try:
         yield
     finally:
-        SMBO.save, Scenario.save = smbo_save, scenario_save  # type: ignore[method-assign]
+        setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -201,11 +226,8 @@ def bounded_forest_trees() -> Iterator[None]:
         finally:
             options["max_leaf_nodes"] = configured  # SMAC's saved meta shows what it configured
 
-    RandomForest._train = _train
-    try:
+    with _replaced(RandomForest, "_train", _train):
         yield
-    finally:
-        RandomForest._train = original
 
 
 @contextlib.contextmanager
@@ -232,11 +254,8 @@ def deterministic_local_search() -> Iterator[None]:
         # Vectors lie in [0, 1]; an inactive hyperparameter (NaN) sorts as -1.
         return sorted(points, key=lambda config: tuple(np.nan_to_num(config.get_array(), nan=-1)))
 
-    LocalSearch._get_init_points_from_previous_configs = ordered
-    try:
+    with _replaced(LocalSearch, "_get_init_points_from_previous_configs", ordered):
         yield
-    finally:
-        LocalSearch._get_init_points_from_previous_configs = original
 
 
 @contextlib.contextmanager

@@ -505,3 +505,16 @@ def test_smac_proposes_the_same_in_every_process_with_deterministic_local_search
     # SMAC as shipped starts its local search from list(set(configs)): string hashes decide.
     assert len({proposals("off", seed) for seed in (1, 2, 3)}) > 1
     assert len({proposals("on", seed) for seed in (1, 2, 3)}) == 1
+
+
+def test_surrogate_patches_switch_for_a_context_and_refuse_unknown_names() -> None:
+    from safs_smac.smac_compat import SURROGATE_PATCHES, surrogate_patches
+
+    before = dict(SURROGATE_PATCHES)
+    with surrogate_patches(bounded_trees=False):
+        assert {**before, "bounded_trees": False} == SURROGATE_PATCHES
+    assert before == SURROGATE_PATCHES
+    refused = pytest.raises(ValueError, match="unknown surrogate patch.*valid: bounded_trees")
+    with refused, surrogate_patches(bounded_leaves=False):
+        pass
+    assert before == SURROGATE_PATCHES
