@@ -15,7 +15,7 @@ from ConfigSpace import Configuration
 
 from safs_smac import pruning as pruning_lib
 from safs_smac.diagnostics import dead_neuron_rate, probe_inputs
-from safs_smac.problem.outcome import WORST_COST, _jsonable, trial_cost
+from safs_smac.problem.outcome import _jsonable
 from safs_smac.space import TrialSpec, check_config_values
 from safs_smac.training import BatchingUnsupported, fit_batched, resolve_device
 from safs_smac.workers import configure_worker
@@ -109,21 +109,8 @@ class BatchedTrialsMixin:
                         results[i] = (cost, {**info, "batched": 1})
                     continue
                 for i, info in zip(chunk, infos, strict=True):
-                    results[i] = (self._batch_cost(info), _jsonable(info))
+                    results[i] = (self.result_cost(info), _jsonable(info))
         return [result for result in results if result is not None]
-
-    def _batch_cost(self, info: Mapping[str, Any]) -> float:
-        """The cost :meth:`train` gives a fine-tune with this result."""
-        if info["diverged"]:
-            return float(WORST_COST)
-        return float(
-            trial_cost(
-                info["val_accuracy"],
-                info["val_loss"],
-                int(self.dataset.val.y.shape[0]),
-                self.objective,
-            )
-        )
 
     def _finetune_batch(
         self, specs: Sequence[TrialSpec], seeds: Sequence[int], epochs: int
@@ -133,11 +120,9 @@ class BatchedTrialsMixin:
         device = resolve_device(self.device)
         models = []
         for spec, seed in zip(specs, seeds, strict=True):
-            model = self.spec_model(spec)
-            rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
-            # As finetune() does: a strategy may set the member's topology up (SET's masks); one
-            # that also steps after every epoch is run one trial at a time.
-            if self.prune_schedule.begin_finetune(model, rate=rate, seed=int(seed), epochs=epochs):
+            # As in finetune(); a strategy that steps after every epoch runs one trial at a time.
+            model, step = self.finetune_model(spec, seed=int(seed), epochs=epochs)
+            if step is not None:
                 raise BatchingUnsupported(
                     f"the pruning strategy {self.prune_schedule.label!r} changes the masks "
                     "after every epoch"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -194,6 +194,19 @@ class CheckpointsMixin:
             for act in sites.searchable_activations(model).values():
                 act.op.requires_grad_(True)
         return model
+
+    def finetune_model(
+        self, spec: TrialSpec, *, seed: int, epochs: int
+    ) -> tuple[nn.Module, Callable[[int, dict[str, float]], None] | None]:
+        """:meth:`spec_model` set up by the pruning strategy for a fine-tune of ``epochs``.
+
+        Returns the model and the strategy's per-epoch step: a strategy that trains sparse (SET)
+        draws its topology here and changes it after every epoch; the others return None.
+        """
+        model = self.spec_model(spec)
+        rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
+        step = self.prune_schedule.begin_finetune(model, rate=rate, seed=seed, epochs=epochs)
+        return model, step
 
     def pruned_model(self, rate: float | None = None) -> nn.Module:
         """A fresh copy of the pruned model with its masks attached (default activations)."""

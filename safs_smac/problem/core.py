@@ -344,11 +344,7 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin, BatchedTrialsMixin):
         start = time.perf_counter()
         continuation = self.continue_trials if continuation is None else bool(continuation)
         device = resolve_device(self.device)
-        model = self.spec_model(spec)
-        rate = self.pruning_rate if spec.prune_rate is None else float(spec.prune_rate)
-        # A strategy that trains sparse (SET) sets its topology up here and changes it after
-        # every epoch; the others return None and the fine-tune is plain fit().
-        step = self.prune_schedule.begin_finetune(model, rate=rate, seed=seed, epochs=epochs)
+        model, step = self.finetune_model(spec, seed=seed, epochs=epochs)
         if step is not None:  # the step's topology and random stream are not in a FitState
             continuation = False
         recipe = self.recipe.replace(**spec.recipe_overrides, epochs=epochs)
@@ -410,16 +406,15 @@ class SAFSProblem(CheckpointsMixin, ContinuationMixin, BatchedTrialsMixin):
         self.device = configure_worker(self.device, self.num_threads)
         spec = self.decode(config)
         _, info = self.finetune(spec, seed=int(seed), epochs=self.epochs_for(budget))
+        return self.result_cost(info), _jsonable(info)
+
+    def result_cost(self, info: Mapping[str, Any]) -> float:
+        """The trial cost of a fine-tune's result dict (:meth:`finetune`): the worst if it
+        diverged, else :func:`trial_cost` of its validation accuracy and loss."""
         if info["diverged"]:
-            cost = WORST_COST
-        else:
-            cost = trial_cost(
-                info["val_accuracy"],
-                info["val_loss"],
-                int(self.dataset.val.y.shape[0]),
-                self.objective,
-            )
-        return float(cost), _jsonable(info)
+            return float(WORST_COST)
+        n_val = int(self.dataset.val.y.shape[0])
+        return float(trial_cost(info["val_accuracy"], info["val_loss"], n_val, self.objective))
 
     def check(self, config: Mapping[str, Any]) -> Configuration:
         """Validate a user-supplied configuration against this problem's space."""
