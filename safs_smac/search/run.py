@@ -235,8 +235,11 @@ def two_stage_result(
     """The result of a two-stage protocol: ``chosen``'s incumbent, both stages' trials."""
     return SearchResult(
         output_dir=output_dir,
-        **{name: getattr(chosen, name) for name in ("incumbent", "incumbent_cost", "final")},
-        **{name: getattr(second, name) for name in ("baseline", "dense")},
+        incumbent=chosen.incumbent,
+        incumbent_cost=chosen.incumbent_cost,
+        final=chosen.final,
+        baseline=second.baseline,
+        dense=second.dense,
         trials=concat_stage_trials(
             {1: first.trials, 2: second.trials}, later_stage_wins=later_stage_wins
         ),
