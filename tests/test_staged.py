@@ -188,3 +188,20 @@ def test_the_staged_main_job_runs_successive_halving_with_eta_2(make_problem, tm
         assert scenario["_meta"]["intensifier"]["eta"] == 2
     # Rungs of 2 and 4 epochs (a 4-epoch budget, eta 2, at least 2 epochs a rung).
     assert sorted(set(result.trials["budget"])) == [2.0, 4.0]
+
+
+def test_an_unknown_intensifier_is_refused_before_anything_is_written(
+    make_problem, tmp_path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    refused = "intensifier must be one of hyperband, successive-halving"
+    with pytest.raises(ValueError, match=refused):
+        optimize(make_problem(), "smac-mf", intensifier="bohb", output_dir=out, progress=False)
+    assert not out.exists()
+    cli = [sys.executable, "-m", "safs_smac", "run", "--intensifier", "bohb"]
+    done = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and "--intensifier: invalid choice: 'bohb'" in done.stderr
+    assert not (tmp_path / "safs_runs").exists()
