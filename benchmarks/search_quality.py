@@ -16,7 +16,8 @@ Rows (``selection epochs`` = fine-tuning epochs spent choosing the configuration
   fine-tuning at SAFS's budget, and the ablation of the operator search.
 * ``oneshot_single_op``: one-shot, a grid of one operator for the whole network (every SAFS
   operator x Adam with cosine decay at lr 0.01 and 0.03, learned scales), each at the max budget.
-* ``oneshot_safs``: one-shot, the main job (``optimize(problem)``: staged SMAC-MF, ``--n-trials``).
+* ``oneshot_safs``: one-shot, the main job (``safs-smac run``'s search: staged SMAC-MF with its
+  default rungs and intensifier, ``--n-trials``, default the CLI's).
 * ``gradual_mp``: gradual magnitude pruning (6 rounds, 3 epochs of Adam lr 0.01 cosine in between),
   then the same fine-tuning for the max budget, default activation, no search.
 * ``gradual_tuned_ft``, ``gradual_safs``: as the one-shot rows, starting from the gradual network.
@@ -59,6 +60,8 @@ from _common import (
     write_json,
     write_text,
 )
+
+from safs_smac.cli import DEFAULT_TRIALS
 
 DEFAULT_ROWS = (
     "oneshot_mp",
@@ -139,9 +142,8 @@ def _search(
         "smac-mf",
         protocol=protocol,
         n_trials=n_trials,
-        # The rungs of the staged protocol (max_budget / eta and up) for every search, so that
-        # searches with the same trials spend about the same epochs.
-        min_budget=args.max_budget / 3,
+        # The main job's rungs and intensifier (the staged protocol's defaults) for every
+        # search, so that searches with the same trials spend about the same epochs.
         seed=problem.seed,
         output_dir=out,
         progress=False,
@@ -305,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.99)
     parser.add_argument("--scopes", default="layerwise,global")
     parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--n-trials", type=int, default=40)
+    parser.add_argument(
+        "--n-trials", type=int, default=DEFAULT_TRIALS, help="trials of the main job (as `run`)"
+    )
     parser.add_argument("--max-budget", type=int, default=9)
     parser.add_argument("--dense-epochs", type=int, default=None)
     parser.add_argument("--final-repeats", type=int, default=3)
