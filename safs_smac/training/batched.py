@@ -30,11 +30,12 @@ without ``channels_last``; that path has not run on a GPU yet.
 
 Where it pays: not on a CPU, measured (``benchmarks/batched.py``, ``benchmarks/README.md``):
 a LeNet-5 step is compute-bound, the members' convolutions, pooling and operators are the same
-work batched or not, and 8 batched trials ran at 1.0-1.1x the throughput of 8 sequential ones on
-2 cores (ResNet-18 at CIFAR shape: 0.7-0.8x, the batch's activations multiply the memory
-traffic). torch's grouped convolution, the obvious way to fuse the members' convolutions, is
-several times slower than separate ones on the CPU. It is meant for accelerators, where a small
-network leaves the device idle between kernel launches; that has not been measured.
+work batched or not, and 8 batched trials ran at 0.94-1.04x the throughput of 8 sequential ones on
+2 cores (ResNet-18 at CIFAR shape: 0.6x, the batch's activations multiply the memory traffic).
+Stacking the members' weights instead (``benchmarks/stacked_step.py``) gains at most 1.2-1.4x on
+that CPU with grouped ``channels_last`` convolutions, and only with one operator and one learning
+rate for all members; ``torch.func.vmap`` loses (0.6x). It is meant for accelerators, where a
+small network leaves the device idle between kernel launches; that has not been measured.
 
 A model whose ``forward`` mixes the samples of a batch, or reshapes it by a fixed batch size,
 cannot be batched: a probe forward pass compares the batched model with its members and raises
