@@ -175,6 +175,38 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def write_timing_results(
+    out: Path,
+    title: str,
+    table: str,
+    note: str,
+    meta: Mapping[str, Any],
+    timings: pd.DataFrame,
+) -> None:
+    """Write a timing benchmark's ``table.md`` (title, table, ``note``, then the command, machine,
+    start and wall time from ``meta``), ``timings.csv`` and ``meta.json`` to ``out``; print the
+    table. ``meta`` holds at least ``command``, ``machine``, ``started`` and ``wall_seconds``."""
+    text = "\n".join(
+        [
+            f"# {title}",
+            "",
+            table,
+            "",
+            f"{note}  ",
+            f"Command: `{meta['command']}`  ",
+            f"Machine: {meta['machine']}; started {meta['started']}, "
+            f"{meta['wall_seconds'] / 60:.1f} min.",
+            "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "table.md", text)
+    write_csv(timings, out / "timings.csv", float_format="%.6g")
+    write_json(out / "meta.json", meta)
+    print(text)
+    print(f"results in {out}")
+
+
 # ------------------------------------------------------------------------------------------
 # Problems
 # ------------------------------------------------------------------------------------------

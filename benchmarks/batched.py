@@ -46,9 +46,7 @@ from _common import (
     parse_list,
     parse_with_quick,
     utc_now,
-    write_csv,
-    write_json,
-    write_text,
+    write_timing_results,
 )
 
 from safs_smac.problem import SAFSProblem
@@ -257,26 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         "budget": args.budget,
         "config_seed": args.config_seed,
     }
-    text = "\n".join(
-        [
-            "# Batched trials vs sequential trials",
-            "",
-            table,
-            "",
-            f"Budget {args.budget:g} epoch(s) per trial, continuation off in both modes. "
-            "Trials/s is the median over the repeats; the ratio is the median of the per-repeat "
-            "ratios (the modes alternate within a repeat).  ",
-            f"Command: `{meta['command']}`  ",
-            f"Machine: {meta['machine']}; started {started}, {meta['wall_seconds'] / 60:.1f} min.",
-            "",
-        ]
+    note = (
+        f"Budget {args.budget:g} epoch(s) per trial, continuation off in both modes. "
+        "Trials/s is the median over the repeats; the ratio is the median of the per-repeat "
+        "ratios (the modes alternate within a repeat)."
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "table.md", text)
-    write_csv(frame, args.out / "timings.csv", float_format="%.6g")
-    write_json(args.out / "meta.json", meta)
-    print(text)
-    print(f"results in {args.out}")
+    write_timing_results(args.out, "Batched trials vs sequential trials", table, note, meta, frame)
     return 0
 
 

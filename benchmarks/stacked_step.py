@@ -51,9 +51,7 @@ from _common import (
     parse_list,
     parse_with_quick,
     utc_now,
-    write_csv,
-    write_json,
-    write_text,
+    write_timing_results,
 )
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
@@ -343,27 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - start,
         "max_relative_difference": worst,
     }
-    text = "\n".join(
-        [
-            "# Stacked weights vs sequential training steps (LeNet-5)",
-            "",
-            summarise(frame, args.members),
-            "",
-            f"{args.members} members, batch {args.batch} each, {args.sparsity:.0%} of the weights "
-            f"masked, {args.steps} steps per timing, {args.repeats} repeat(s) (arms alternate). "
-            f"Losses and weight gradients of every arm agree with the sequential arm's to "
-            f"{worst:.1e} (relative).  ",
-            f"Command: `{meta['command']}`  ",
-            f"Machine: {meta['machine']}; started {started}, {meta['wall_seconds'] / 60:.1f} min.",
-            "",
-        ]
+    note = (
+        f"{args.members} members, batch {args.batch} each, {args.sparsity:.0%} of the weights "
+        f"masked, {args.steps} steps per timing, {args.repeats} repeat(s) (arms alternate). "
+        f"Losses and weight gradients of every arm agree with the sequential arm's to "
+        f"{worst:.1e} (relative)."
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "table.md", text)
-    write_csv(frame, args.out / "timings.csv", float_format="%.6g")
-    write_json(args.out / "meta.json", meta)
-    print(text)
-    print(f"results in {args.out}")
+    title = "Stacked weights vs sequential training steps (LeNet-5)"
+    write_timing_results(args.out, title, summarise(frame, args.members), note, meta, frame)
     return 0
 
 
