@@ -259,7 +259,7 @@ def add_search_arguments(parser: argparse.ArgumentParser, default: Any, *, out_h
     parser.add_argument("--dataset", default=default.dataset, help="data set")
     parser.add_argument("--pruning-rate", type=float, default=default.pruning_rate)
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds 0..S-1 (default: 3; 2 with --quick)"
+        "--seeds", type=int, default=None, help="seeds 0..S-1 (default: 5; 2 with --quick)"
     )
     parser.add_argument(
         "--epoch-budget",
@@ -318,7 +318,7 @@ def search_setup(
     if isinstance(getattr(args, "pruning", None), str):
         fields["pruning"] = args.pruning
     setup = dataclasses.replace(default, **fields)
-    return setup, list(range(args.seeds or 3)), args.out or RESULTS_DIR / results
+    return setup, list(range(args.seeds or 5)), args.out or RESULTS_DIR / results
 
 
 def search_meta(

@@ -22,7 +22,7 @@ select anything.
 
 Examples::
 
-    python benchmarks/paper_table.py                 # LeNet-5 / MNIST-5k / 99%, 3 seeds
+    python benchmarks/paper_table.py                 # LeNet-5 / MNIST-5k / 99%, 5 seeds
     python benchmarks/paper_table.py --quick         # smoke test on tiny synthetic data
 """
 
