@@ -20,6 +20,7 @@ Cases:
 Example::
 
     python benchmarks/batched.py --threads 1,2 --repeats 3
+    python benchmarks/batched.py --device cuda --threads 1 --repeats 3   # on a GPU (not run yet)
 
 Results are printed and written (atomically) to ``benchmarks/results/batched/`` (``table.md``,
 ``timings.csv``, ``meta.json``).
@@ -50,6 +51,7 @@ from _common import (
 )
 
 from safs_smac.problem import SAFSProblem
+from safs_smac.training import resolve_device
 
 SYNTHETIC_MNIST = {"n_train": 128, "n_val": 64, "n_test": 64, "num_classes": 4}
 QUICK = {
@@ -68,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each mode")
     parser.add_argument("--threads", default="1,2", help="torch thread counts, comma-separated")
     parser.add_argument("--budget", type=float, default=1.0, help="epochs per trial")
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda[:N] (both modes run there; default: cpu)"
+    )
     parser.add_argument("--config-seed", type=int, default=0, help="seed of the sampled configs")
     parser.add_argument(
         "--large-model", default="resnet18", help="zoo model at CIFAR shape; 'none' to skip"
@@ -106,7 +111,7 @@ def _configs(problem: SAFSProblem, n: int, seed: int, **fixed: Any) -> list[Any]
 
 
 def _cases(args: argparse.Namespace) -> list[tuple[str, SAFSProblem, list[Any]]]:
-    common = {"device": "cpu", "continue_trials": False, "cache_dir": args.cache_dir}
+    common = {"device": args.device, "continue_trials": False, "cache_dir": args.cache_dir}
     if args.quick:
         lenet = SAFSProblem(
             "lenet5",
@@ -243,6 +248,10 @@ def summarise(frame: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parse_with_quick(parser, argv, QUICK)
+    try:
+        resolve_device(args.device)
+    except ValueError as err:  # e.g. cuda on a machine without it: one line, exit 2
+        parser.error(str(err))
     started = utc_now()
     start = time.perf_counter()
     frame = measure(args)
@@ -254,9 +263,11 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - start,
         "budget": args.budget,
         "config_seed": args.config_seed,
+        "device": args.device,
     }
     note = (
-        f"Budget {args.budget:g} epoch(s) per trial, continuation off in both modes. "
+        f"Device {args.device}. Budget {args.budget:g} epoch(s) per trial, continuation off in "
+        "both modes. "
         "Trials/s is the median over the repeats; the ratio is the median of the per-repeat "
         "ratios (the modes alternate within a repeat)."
     )

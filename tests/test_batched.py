@@ -303,3 +303,15 @@ def test_train_batch_with_sparse_training_equals_sequential_trials(make_problem,
         expected_cost, expected = problem.train(configs[seed], seed, 2)
         assert cost == pytest.approx(expected_cost, abs=1e-9)
         assert info["sparsity"] == expected["sparsity"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_benchmark_refuses_a_device_it_does_not_have(tmp_path, capsys) -> None:
+    import importlib
+
+    batched = importlib.import_module("batched")
+    with pytest.raises(SystemExit) as exit_info:
+        batched.main(["--quick", "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
