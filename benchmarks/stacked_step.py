@@ -58,7 +58,6 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 SIDE, CLASSES, LR = 28, 10, 1e-3
 LAYERS = ("conv1", "conv2", "fc1", "fc2", "fc3")
-ARMS = ("sequential", "vmap", "grouped")
 QUICK = {
     "members": 2,
     "batch": 16,
@@ -224,6 +223,14 @@ class Grouped:
         self.optimizer.step()
 
 
+#: The arms, in the order of a repeat's first round; "sequential" is the reference.
+ARMS: dict[str, Callable[[list[Member]], Sequential | Vmapped | Grouped]] = {
+    "sequential": Sequential,
+    "vmap": Vmapped,
+    "grouped": Grouped,
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=8, help="trials trained together")
@@ -248,6 +255,8 @@ def check_same_computation(arms: dict[str, object], x: torch.Tensor, y: torch.Te
     want_grads = reference.gradients(x, y)
     worst = 0.0
     for name, arm in arms.items():
+        if arm is reference:
+            continue
         got = {"loss": arm.losses(x, y).detach(), **arm.gradients(x, y)}
         for key, want in {"loss": want_loss, **want_grads}.items():
             scale = want.abs().max().clamp_min(1e-12)
@@ -273,20 +282,16 @@ def measure(args: argparse.Namespace) -> tuple[pd.DataFrame, float]:
     members = [Member(args.sparsity, generator) for _ in range(args.members)]
     x = torch.randn(args.members, args.batch, 1, SIDE, SIDE, generator=generator)
     y = torch.randint(0, CLASSES, (args.members, args.batch), generator=generator)
-    worst = check_same_computation(
-        {"sequential": Sequential(members), "vmap": Vmapped(members), "grouped": Grouped(members)},
-        x,
-        y,
-    )
+    worst = check_same_computation({name: build(members) for name, build in ARMS.items()}, x, y)
     rows = []
+    names = list(ARMS)
     for threads in parse_list(args.threads, int):
         torch.set_num_threads(threads)
-        arms = {"sequential": Sequential, "vmap": Vmapped, "grouped": Grouped}
-        arms = {name: build(members) for name, build in arms.items()}
+        arms = {name: build(members) for name, build in ARMS.items()}  # fresh optimizer states
         for arm in arms.values():  # warm-up: first calls, allocator
             _timed(arm.step, x, y, 2)
         for repeat in range(args.repeats):
-            order = ARMS[repeat % len(ARMS) :] + ARMS[: repeat % len(ARMS)]
+            order = names[repeat % len(names) :] + names[: repeat % len(names)]
             for name in order:
                 load = os.getloadavg()[0]
                 seconds = _timed(arms[name].step, x, y, args.steps)
